@@ -1,0 +1,40 @@
+"""Options and helpers shared by the subcommands that record a run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """--workspace and --no-run, for every subcommand that is recorded as a run."""
+    parser.add_argument(
+        "--workspace",
+        metavar="DIR",
+        help="workspace folder holding runs/ (default: $TUNESMITH_HOME or the current directory)",
+    )
+    parser.add_argument(
+        "--no-run", action="store_true", help="do not record this command as a run"
+    )
+
+
+def run_for(
+    args: argparse.Namespace,
+    kind: str,
+    params: dict[str, Any],
+    output_dir: str | Path | None = None,
+) -> AbstractContextManager:
+    """The recorded run a subcommand executes inside (or a plain folder with --no-run)."""
+    from tunesmith.runs import recorded_run
+
+    return recorded_run(
+        kind=kind,
+        params=params,
+        workspace=args.workspace,
+        enabled=not args.no_run,
+        argv=["tunesmith", *sys.argv[1:]],
+        output_dir=output_dir,
+    )
