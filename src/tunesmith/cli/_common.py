@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,6 @@ def run_for(
         params=params,
         workspace=args.workspace,
         enabled=not args.no_run,
-        argv=["tunesmith", *sys.argv[1:]],
+        argv=args.command_line,
         output_dir=output_dir,
     )
