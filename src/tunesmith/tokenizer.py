@@ -10,8 +10,13 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from tunesmith.errors import CheckpointError
 
 EOS_TOKEN = "<|endoftext|>"
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
-                   "special_tokens_map.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
 
 
 class GPT2Tokenizer:
@@ -36,7 +41,9 @@ class GPT2Tokenizer:
         )
 
     @classmethod
-    def from_vocab_and_merges(cls, vocab_path: str | Path, merges_path: str | Path) -> GPT2Tokenizer:
+    def from_vocab_and_merges(
+        cls, vocab_path: str | Path, merges_path: str | Path
+    ) -> GPT2Tokenizer:
         bpe = models.BPE.from_file(str(vocab_path), str(merges_path))
         tok = Tokenizer(bpe)
         # GPT-2 splits on its regex without adding a prefix space; `transformers` does the same.

@@ -1,0 +1,257 @@
+"""Find GPT-2 checkpoints (hub id, local folder, run) and load/save them in the Hugging Face format.
+
+A checkpoint folder holds config.json, weights (model.safetensors, sharded safetensors, or
+pytorch_model.bin read with weights_only=True) and tokenizer files; `transformers` reads what we
+write and we read what it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from tunesmith.errors import CheckpointError, ModelNotFoundError
+from tunesmith.model import GPT2, GPT2Config
+from tunesmith.tokenizer import TOKENIZER_FILES, GPT2Tokenizer
+
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PYTORCH_BIN = "pytorch_model.bin"
+PYTORCH_BIN_INDEX = "pytorch_model.bin.index.json"
+# GPT-2 stored these four as Conv1D (in, out); our nn.Linear holds (out, in).
+CONV1D_SUFFIXES = (
+    "attn.c_attn.weight",
+    "attn.c_proj.weight",
+    "mlp.c_fc.weight",
+    "mlp.c_proj.weight",
+)
+# Buffers some checkpoints carry (the causal mask); not parameters.
+IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+
+
+def resolve_model_dir(source: str | os.PathLike) -> Path:
+    """A local folder holding the checkpoint named by `source`: a run reference (runs/N), a
+    folder in the Hugging Face layout, or a hub id resolved through huggingface_hub's cache."""
+    text = str(source)
+    if text == "runs" or text.startswith("runs/"):
+        from tunesmith.runs import resolve_reference
+
+        return _checked_folder(resolve_reference(text), text)
+    path = Path(text).expanduser()
+    if path.exists():
+        return _checked_folder(path, text)
+    if text.startswith((".", "/", "~")) or text.endswith("/") or text.count("/") > 1:
+        raise ModelNotFoundError(
+            f"model folder {text} does not exist; pass an existing folder, a run (runs/N) "
+            "or a Hugging Face hub id such as gpt2"
+        )
+    return _download_from_hub(text)
+
+
+def _checked_folder(path: Path, name: str) -> Path:
+    if not path.is_dir():
+        raise ModelNotFoundError(
+            f"{name} is a file, not a model folder; pass the folder "
+            "that holds config.json and the weights"
+        )
+    if not (path / "config.json").is_file():
+        raise CheckpointError(
+            f"{name} has no config.json, so it is not a Hugging Face model "
+            "folder; pass the folder written by save_pretrained or finetune"
+        )
+    return path
+
+
+def _download_from_hub(repo_id: str) -> Path:
+    """Fetch config, weights (one format) and tokenizer into the hub cache; return the folder."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    def fetch(filename: str) -> Path | None:
+        try:
+            return Path(hf_hub_download(repo_id, filename))
+        except EntryNotFoundError:
+            return None
+        except LocalEntryNotFoundError:
+            # Offline (or the hub unreachable) and this file is not in the cache.
+            if filename == "config.json":
+                raise
+            return None
+
+    try:
+        config = fetch("config.json")
+    except HFValidationError:
+        raise ModelNotFoundError(
+            f"{repo_id!r} is not a folder, a run or a valid hub id; pass an existing model "
+            "folder, runs/N, or a hub id such as gpt2"
+        ) from None
+    except RepositoryNotFoundError:
+        raise ModelNotFoundError(
+            f"model {repo_id!r} not found on the Hugging Face Hub; check the name "
+            "(e.g. gpt2, gpt2-medium, distilgpt2) or pass a local folder"
+        ) from None
+    except LocalEntryNotFoundError:
+        cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
+        raise ModelNotFoundError(
+            f"cannot download {repo_id!r}: the Hugging Face Hub is unreachable (or "
+            f"HF_HUB_OFFLINE is set) and the model is not in the cache at {cache}; connect "
+            "once to download it, or pass a local model folder"
+        ) from None
+    except OSError as e:  # network errors that huggingface_hub passes through
+        raise ModelNotFoundError(
+            f"cannot download {repo_id!r} from the Hugging Face Hub "
+            f"({e.__class__.__name__}); pass a local model folder"
+        ) from None
+    if config is None:
+        raise CheckpointError(f"hub model {repo_id!r} has no config.json")
+    folder = config.parent
+    if fetch(SAFETENSORS) is None:
+        index = fetch(SAFETENSORS_INDEX)
+        if index is not None:
+            for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+                fetch(shard)
+        elif fetch(PYTORCH_BIN) is None:
+            raise CheckpointError(
+                f"hub model {repo_id!r} has no weights tunesmith can read "
+                f"({SAFETENSORS} or {PYTORCH_BIN})"
+            )
+    for name in (*TOKENIZER_FILES, "generation_config.json"):
+        fetch(name)
+    return folder
+
+
+def read_config(folder: Path) -> GPT2Config:
+    try:
+        hf = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read {folder / 'config.json'}: {e}") from None
+    return GPT2Config.from_hf(hf)
+
+
+def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    """The raw tensors of a checkpoint folder, never unpickling arbitrary objects."""
+    if (folder / SAFETENSORS).is_file():
+        return load_file(folder / SAFETENSORS)
+    for index_name, loader in ((SAFETENSORS_INDEX, load_file), (PYTORCH_BIN_INDEX, _load_bin)):
+        if (folder / index_name).is_file():
+            shards = sorted(
+                set(json.loads((folder / index_name).read_text())["weight_map"].values())
+            )
+            state: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                state.update(loader(folder / shard))
+            return state
+    if (folder / PYTORCH_BIN).is_file():
+        return _load_bin(folder / PYTORCH_BIN)
+    raise CheckpointError(
+        f"no weights in {folder}: expected {SAFETENSORS} (or shards) or {PYTORCH_BIN}"
+    )
+
+
+def _load_bin(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # a pickle holding anything but tensors is refused here
+        raise CheckpointError(
+            f"cannot load {path} safely as plain tensors ({e}); convert it to model.safetensors"
+        ) from None
+
+
+def to_tunesmith_names(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map GPT2LMHeadModel / GPT2Model keys onto ours, transposing the Conv1D weights."""
+    out = {}
+    for key, tensor in hf_state.items():
+        if key.endswith(IGNORED_SUFFIXES):
+            continue
+        if key != "lm_head.weight" and not key.startswith("transformer."):
+            key = "transformer." + key  # GPT2Model checkpoints (e.g. the hub's gpt2) lack it
+        if key.endswith(CONV1D_SUFFIXES):
+            tensor = tensor.t()
+        out[key] = tensor
+    return out
+
+
+def to_hf_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our state dict as GPT2LMHeadModel keys and layouts (the tied lm_head left out)."""
+    out = {}
+    for key, tensor in state.items():
+        if key == "lm_head.weight":
+            continue
+        if key.endswith(CONV1D_SUFFIXES):
+            tensor = tensor.t()
+        out[key] = tensor.contiguous()
+    return out
+
+
+def load_weights(model: GPT2, hf_state: dict[str, torch.Tensor], source: str = "checkpoint"):
+    state = to_tunesmith_names(hf_state)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and k != "lm_head.weight"]
+    if missing:
+        raise CheckpointError(
+            f"{source} is missing {len(missing)} weights (e.g. {missing[0]}); "
+            "is it a GPT-2 checkpoint matching its config.json?"
+        )
+    for key, tensor in state.items():
+        if key not in expected:
+            continue  # extra heads or buffers another library saved
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise CheckpointError(
+                f"{source}: weight {key} has shape {tuple(tensor.shape)}, config.json implies "
+                f"{tuple(expected[key].shape)}"
+            )
+    state.pop("lm_head.weight", None)  # tied to wte
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+
+
+def load_checkpoint(
+    source: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[GPT2, GPT2Tokenizer, Path]:
+    """Load model and tokenizer from a hub id, folder or run; returns them and the folder."""
+    folder = resolve_model_dir(source)
+    config = read_config(folder)
+    with torch.device("meta"):
+        model = GPT2(config)
+    model = model.to_empty(device="cpu")
+    load_weights(model, read_state_dict(folder), str(source))
+    model.lm_head.weight = model.transformer.wte.weight  # re-tie after to_empty
+    model = model.to(device=device, dtype=dtype).eval()
+    tokenizer = GPT2Tokenizer.from_folder(folder)
+    return model, tokenizer, folder
+
+
+def save_checkpoint(
+    model: GPT2,
+    tokenizer: GPT2Tokenizer | None,
+    folder: str | os.PathLike,
+    generation_config: dict | None = None,
+) -> Path:
+    """Write a folder that `transformers`' from_pretrained loads as the same model."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
+    tmp = folder / (SAFETENSORS + ".tmp")
+    save_file(to_hf_names(state), tmp, metadata={"format": "pt"})
+    os.replace(tmp, folder / SAFETENSORS)  # never a half-written weights file
+    (folder / "config.json").write_text(json.dumps(model.config.to_hf(), indent=2))
+    eos = model.config.eos_token_id
+    gen = {
+        "bos_token_id": model.config.bos_token_id,
+        "eos_token_id": eos,
+        **(generation_config or {}),
+    }
+    (folder / "generation_config.json").write_text(json.dumps(gen, indent=2))
+    if tokenizer is not None:
+        tokenizer.save(folder)
+    return folder
