@@ -1,0 +1,25 @@
+"""The run store: every tunesmith command is a numbered, recorded run in a local workspace.
+
+    with recorded_run(kind="generate", params={...}) as run:   # prints `run 3`
+        model_path = run.use("runs/2")      # resolves the reference, records lineage
+        ...write outputs into run.dir...    # runs/3/, kept with sizes and sha256
+
+Records (meta.json, log.txt, metrics.jsonl) live in `runs/N/.tunesmith/`; everything else in
+`runs/N/` is the run's output. `runs/N`, `runs/N/path` and `runs/last` name earlier outputs.
+"""
+
+from tunesmith.runs.record import RunHandle, Terminated, recorded_run
+from tunesmith.runs.references import is_run_reference, parse_reference, resolve_reference
+from tunesmith.runs.workspace import Run, Workspace, open_workspace
+
+__all__ = [
+    "Run",
+    "RunHandle",
+    "Terminated",
+    "Workspace",
+    "is_run_reference",
+    "open_workspace",
+    "parse_reference",
+    "recorded_run",
+    "resolve_reference",
+]

@@ -1,0 +1,289 @@
+"""`recorded_run`: the context every tunesmith command executes inside.
+
+It creates the run, keeps a copy of everything printed in the run's log while it still prints
+live, and on the way out records status, timing, metrics and outputs, whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+from tunesmith.errors import RunError
+from tunesmith.runs import environment
+from tunesmith.runs.display import format_duration
+from tunesmith.runs.outputs import scan_outputs
+from tunesmith.runs.references import is_run_reference, resolve_in
+from tunesmith.runs.workspace import Workspace, open_workspace, to_json
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it ends a run like Ctrl-C does."""
+
+    exit_code = 143
+
+
+class RunHandle:
+    """What a command sees of its run. With recording disabled every method still works;
+    the ones that only record do nothing."""
+
+    def __init__(
+        self,
+        run_id: int | None,
+        folder: Path,
+        records: Path,
+        workspace: Workspace | None,
+        workspace_arg: str | Path | None = None,
+    ):
+        self.id = run_id
+        self.dir = folder
+        self.records_dir = records
+        self.metrics_path = records / "metrics.jsonl"
+        self.log_path = records / "log.txt"
+        self.final_metrics: dict[str, Any] = {}
+        self.summary: str | None = None
+        self.main_output = "."
+        self.exit_code: int | None = None  # a non-zero value set by the caller fails the run
+        self.error: str | None = None
+        self.info: dict[str, Any] = {}  # extra metadata stored with the run (mounts, git, pip…)
+        self.excluded: set[str] = set()
+        self._workspace = workspace
+        self._workspace_arg = workspace_arg
+        self._latest_metrics: dict[str, Any] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.id is not None
+
+    @property
+    def workspace(self) -> Workspace:
+        if self._workspace is None:
+            self._workspace = open_workspace(self._workspace_arg)
+        return self._workspace
+
+    def use(self, ref: str, allow_unfinished: bool = False) -> str:
+        """Resolve a run reference to an absolute path and record that this run used it.
+        Anything else (a hub id, a local path, a URL) comes back unchanged."""
+        if not is_run_reference(ref):
+            return ref
+        resolved = resolve_in(self.workspace, ref, allow_unfinished, before=self.id)
+        if self.enabled:
+            if resolved.run_id == self.id:
+                raise RunError(f"{ref}: a run cannot use its own outputs")
+            self.workspace.add_use(self.id, resolved.run_id, str(resolved.reference))
+        return str(resolved.path)
+
+    def set_main_output(self, relpath: str) -> None:
+        """What `runs/N` names: a path inside the run folder (default: the folder itself)."""
+        if Path(relpath).is_absolute() or ".." in Path(relpath).parts:
+            raise RunError(f"main output {relpath!r} must be a path inside the run folder")
+        self.main_output = Path(relpath).as_posix()
+        if self.enabled:
+            self.workspace.update(self.id, main_output=self.main_output)
+
+    def log_metrics(self, values: dict[str, Any], step: int | None = None) -> None:
+        """Append one JSON line (`step`, the values, `time`) to the metrics file."""
+        record = ({} if step is None else {"step": step}) | dict(values) | {"time": time.time()}
+        line = to_json(record)
+        self._latest_metrics.update(json.loads(line))
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def set_summary(self, text: str) -> None:
+        """The one line `tunesmith runs` shows for this run."""
+        self.summary = " ".join(str(text).split())
+
+    def exclude_from_outputs(self, relpath: str) -> None:
+        """Leave a path in the run folder out of its outputs (e.g. a mounted input)."""
+        self.excluded.add(Path(relpath).as_posix().strip("/"))
+        if self.enabled:
+            self.info["excluded"] = sorted(self.excluded)
+            self.workspace.update(self.id, info=self.info)
+
+    def metrics_to_store(self) -> dict[str, Any]:
+        if self.final_metrics:
+            return dict(self.final_metrics)
+        return {k: v for k, v in self._latest_metrics.items() if k not in ("step", "time")}
+
+
+class _Tee:
+    """A text stream that writes to the terminal stream and to the run's log."""
+
+    def __init__(self, stream: TextIO, log: TextIO, lock: threading.Lock):
+        self._stream = stream
+        self._log = log
+        self._lock = lock
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            if not self._log.closed:
+                self._log.write(text)
+                self._log.flush()
+        return self._stream.write(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, encoding, fileno, buffer…
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def _tee_output(log_path: Path) -> Iterator[TextIO]:
+    log = open(log_path, "a", encoding="utf-8", errors="replace", newline="")
+    lock = threading.Lock()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Tee(sys.stdout, log, lock), _Tee(sys.stderr, log, lock)
+    try:
+        yield log
+    finally:
+        sys.stdout, sys.stderr = saved
+        with lock:
+            log.close()
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C/SIGTERM while the end of a run is being recorded."""
+    main = threading.current_thread() is threading.main_thread()
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    if main and hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
+    else:
+        yield
+
+
+@contextmanager
+def recorded_run(
+    kind: str,
+    params: dict[str, Any] | None = None,
+    workspace: str | Path | None = None,
+    enabled: bool = True,
+    argv: list[str] | None = None,
+    output_dir: str | Path | None = None,
+) -> Iterator[RunHandle]:
+    """Execute a command as run N of the workspace (see the module docstring).
+
+    With `enabled=False` nothing is recorded: `run.dir` is `output_dir` (or the current
+    directory) and `run.id` is None.
+    """
+    if not enabled:
+        folder = Path(output_dir) if output_dir else Path.cwd()
+        folder.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="tunesmith-norun-"))
+        try:
+            yield RunHandle(None, folder, scratch, None, workspace)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return
+
+    ws = open_workspace(workspace)
+    info = environment.collect()
+    argv = list(argv if argv is not None else sys.argv)
+    run = ws.create_run(kind, argv, dict(params or {}), info)
+    handle = RunHandle(run.id, ws.run_dir(run.id), ws.records_dir(run.id), ws)
+    handle.info = {k: v for k, v in info.items() if k != "host"}
+    ws.write_meta(run.id)
+    started = time.monotonic()
+    status, exit_code, error = "failed", 1, None
+    with _tee_output(handle.log_path) as log:
+        print(f"run {run.id}", file=sys.stderr, flush=True)
+        try:
+            with _sigterm_as_interrupt():
+                yield handle
+            if handle.exit_code:
+                status, exit_code = "failed", handle.exit_code
+                error = handle.error or f"exit code {handle.exit_code}"
+            else:
+                status, exit_code = "succeeded", 0
+        except KeyboardInterrupt as e:
+            status, exit_code = "interrupted", getattr(e, "exit_code", 130)
+            error = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
+            raise
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            status, exit_code = ("succeeded", 0) if code == 0 else ("failed", code)
+            error = None if code == 0 else str(e.code)
+            raise
+        except BaseException as e:
+            status, exit_code = "failed", getattr(e, "exit_code", 1)
+            error = str(e) or type(e).__name__
+            raise
+        finally:
+            with _signals_deferred():
+                _finish(ws, handle, status, exit_code, error, time.monotonic() - started, log)
+
+
+def _finish(
+    ws: Workspace,
+    handle: RunHandle,
+    status: str,
+    exit_code: int,
+    error: str | None,
+    duration: float,
+    log: TextIO,
+) -> None:
+    if error and status == "failed":
+        log.write(f"error: {error}\n")
+    try:
+        outputs = scan_outputs(handle.dir, handle.excluded)
+    except OSError as e:  # the status must be recorded even when outputs cannot be read
+        outputs = []
+        error = (f"{error}; " if error else "") + f"outputs could not be recorded: {e}"
+    handle.info["device"] = environment.device()  # now known precisely if torch was used
+    if handle.excluded:
+        handle.info["excluded"] = sorted(handle.excluded)
+    ws.finish(
+        handle.id,
+        outputs,
+        status=status,
+        ended=time.time(),
+        duration=duration,
+        exit_code=exit_code,
+        error=error,
+        summary=handle.summary,
+        main_output=handle.main_output,
+        metrics=handle.metrics_to_store(),
+        info=handle.info,
+    )
+    ws.write_meta(handle.id)
+    took = format_duration(duration)
+    message = {
+        "succeeded": f"run {handle.id} succeeded in {took}",
+        "failed": f"run {handle.id} failed (exit code {exit_code}) after {took}",
+        "interrupted": f"run {handle.id} interrupted after {took}",
+    }[status]
+    print(message, file=sys.stderr, flush=True)
