@@ -1,0 +1,77 @@
+"""`DataConfig`: how `tunesmith data` reads, cleans and splits its sources."""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tunesmith.errors import UsageError
+
+FORMATS = ("auto", "csv", "tsv", "json", "jsonl", "text")
+SPLITS = ("lines", "paragraphs", "file")
+ERROR_MODES = ("strict", "replace", "ignore")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Every option of a data run; validated on construction, saved with the run."""
+
+    format: str = "auto"
+    column: str | None = None  # CSV/TSV column; None picks the obvious text column
+    field: str | None = None  # JSON/JSONL field (dotted for nesting); None picks the obvious one
+    split: str = "lines"  # plain text: one example per line, paragraph or file
+    min_chars: int = 1
+    max_chars: int | None = None
+    val_fraction: float = 0.05
+    seed: int = 0
+    encoding: str = "utf-8"
+    errors: str = "strict"
+    tokenizer: str | None = "gpt2"  # None: no token statistics
+    context: int | None = None  # None: the tokenizer model's n_positions, else 1024
+    max_download_mb: float = 200.0
+    timeout: float = 30.0
+    retries: int = 3
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {self.format!r}")
+        if self.split not in SPLITS:
+            raise UsageError(f"--split must be one of {', '.join(SPLITS)}, not {self.split!r}")
+        if self.errors not in ERROR_MODES:
+            raise UsageError(
+                f"--errors must be one of {', '.join(ERROR_MODES)}, not {self.errors!r}"
+            )
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise UsageError(
+                f"unknown encoding {self.encoding!r}; use a Python codec name such as "
+                "utf-8, latin-1 or cp1252"
+            ) from None
+        if self.min_chars < 0:
+            raise UsageError(f"--min-chars must be 0 or more, not {self.min_chars}")
+        if self.max_chars is not None and self.max_chars < max(self.min_chars, 1):
+            raise UsageError(
+                f"--max-chars ({self.max_chars}) must be at least 1 and at least "
+                f"--min-chars ({self.min_chars})"
+            )
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise UsageError(
+                f"--val-fraction must be at least 0 and below 1, not {self.val_fraction}"
+            )
+        if self.context is not None and self.context < 1:
+            raise UsageError(f"--context must be a positive number of tokens, not {self.context}")
+        if self.max_download_mb <= 0:
+            raise UsageError(f"--max-download-mb must be positive, not {self.max_download_mb}")
+        if self.timeout <= 0:
+            raise UsageError(f"--timeout must be positive, not {self.timeout}")
+        if self.retries < 0:
+            raise UsageError(f"--retries must be 0 or more, not {self.retries}")
+
+    @property
+    def max_download_bytes(self) -> int:
+        return int(self.max_download_mb * 1024 * 1024)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,232 @@
+"""The data pipeline: read sources, clean, split, measure, and write the outputs of a data run."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tunesmith.data.clean import clean, one_line, split_train_val
+from tunesmith.data.config import DataConfig
+from tunesmith.data.formats import Example, SourceInfo, parse_source
+from tunesmith.data.report import (
+    DEFAULT_CONTEXT,
+    LengthStats,
+    load_tokenizer,
+    token_lengths,
+    write_histogram,
+)
+from tunesmith.data.sources import read_sources
+from tunesmith.errors import DataError, TunesmithError
+
+DATA_TXT = "data.txt"
+TRAIN_JSONL = "train.jsonl"
+VAL_JSONL = "val.jsonl"
+STATS_JSON = "stats.json"
+HISTOGRAM_PNG = "lengths.png"
+SOURCE_DIR = "source"  # downloaded originals
+LONGEST_SHOWN = 3
+
+
+@dataclass
+class DataResult:
+    """What a data run read, kept and measured; `to_dict()` is stats.json."""
+
+    output_dir: Path
+    sources: list[SourceInfo]
+    read: int
+    dropped: dict[str, int]
+    kept: int
+    train: int
+    val: int
+    chars: LengthStats | None
+    tokens: LengthStats | None = None
+    tokenizer: str | None = None
+    context: int = DEFAULT_CONTEXT
+    over_context: int | None = None
+    longest: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    def summary(self) -> str:
+        text = f"{self.kept:,} examples ({self.train:,} train, {self.val:,} val)"
+        if self.tokens is not None:
+            text += f", {_short(self.tokens.total)} tokens"
+        return text
+
+    def metrics(self) -> dict[str, Any]:
+        metrics = {
+            "examples_read": self.read,
+            "examples_kept": self.kept,
+            "train_examples": self.train,
+            "val_examples": self.val,
+        }
+        if self.tokens is not None:
+            metrics["tokens"] = self.tokens.total
+        return metrics
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sources": [vars(s) for s in self.sources],
+            "examples": {
+                "read": self.read,
+                "dropped": dict(self.dropped),
+                "kept": self.kept,
+                "train": self.train,
+                "val": self.val,
+            },
+            "chars": self.chars.to_dict() if self.chars else None,
+            "tokenizer": self.tokenizer,
+            "tokens": self.tokens.to_dict() if self.tokens else None,
+            "context": self.context,
+            "over_context": self.over_context,
+            "longest": self.longest,
+            "warnings": self.warnings,
+        }
+
+
+def _short(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e4 else f"{n:,}"
+
+
+def read_examples(
+    sources: list[str], config: DataConfig, download_dir: Path
+) -> tuple[list[Example], list[SourceInfo]]:
+    """Every example of every source, as read (before cleaning), and what each source gave."""
+    examples: list[Example] = []
+    infos: list[SourceInfo] = []
+    for source in read_sources([str(s) for s in sources], config, download_dir):
+        found, info = parse_source(source, config)
+        if source.kept is not None:
+            info = replace(info, kept=f"{download_dir.name}/{source.kept.name}")
+        examples += found
+        infos.append(info)
+    return examples, infos
+
+
+def _cleaned_split(
+    examples: list[Example], config: DataConfig, sources: list[str]
+) -> tuple[Any, list[Example], list[Example]]:
+    cleaned = clean(examples, config.min_chars, config.max_chars)
+    if not cleaned.kept:
+        why = ", ".join(f"{r.replace('_', ' ')} {n:,}" for r, n in cleaned.dropped.items() if n)
+        names = ", ".join(str(s) for s in sources)
+        raise DataError(
+            f"no examples left in {names}: {cleaned.read:,} read"
+            + (f", all dropped ({why})" if why else "")
+            + "; check --column/--field/--split and loosen --min-chars/--max-chars"
+        )
+    train, val = split_train_val(cleaned.kept, config.val_fraction, config.seed)
+    return cleaned, train, val
+
+
+def prepare_data(sources: list[str], config: DataConfig | None, output_dir: Path) -> DataResult:
+    """Read, clean, split and measure `sources`; write data.txt, train.jsonl, val.jsonl,
+    stats.json and lengths.png into `output_dir` (downloads under source/).
+
+    Raises DataError on bad input; nothing but downloads is written until all succeeded, and
+    data.txt is written last.
+    """
+    config = config or DataConfig()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    examples, infos = read_examples(sources, config, output_dir / SOURCE_DIR)
+    cleaned, train, val = _cleaned_split(examples, config, sources)
+    texts = [e.text for e in cleaned.kept]
+    chars = [len(t) for t in texts]
+    result = DataResult(
+        output_dir=output_dir,
+        sources=infos,
+        read=cleaned.read,
+        dropped=cleaned.dropped,
+        kept=len(cleaned.kept),
+        train=len(train),
+        val=len(val),
+        chars=LengthStats.of(chars),
+        context=config.context or DEFAULT_CONTEXT,
+    )
+    lengths, unit = chars, "characters"
+    if config.tokenizer is not None:
+        try:
+            tokenizer, model_context = load_tokenizer(config.tokenizer)
+        except TunesmithError as e:
+            result.warnings.append(f"token statistics left out: {e}")
+        else:
+            lengths, unit = token_lengths(tokenizer, texts), "tokens"
+            result.tokenizer = config.tokenizer
+            result.context = config.context or model_context or DEFAULT_CONTEXT
+            result.tokens = LengthStats.of(lengths)
+            result.over_context = sum(1 for n in lengths if n > result.context)
+    longest = sorted(range(len(texts)), key=lambda i: -lengths[i])[:LONGEST_SHOWN]
+    result.longest = [
+        {
+            "length": lengths[i],
+            "unit": unit,
+            "source": cleaned.kept[i].source,
+            "row": cleaned.kept[i].row,
+            "text": texts[i][:200],
+        }
+        for i in longest
+    ]
+    write_histogram(output_dir / HISTOGRAM_PNG, lengths, unit, result.context)
+    _write_jsonl(output_dir / TRAIN_JSONL, train)
+    _write_jsonl(output_dir / VAL_JSONL, val)
+    stats = {**result.to_dict(), "config": config.to_dict()}
+    _write_atomic(output_dir / STATS_JSON, json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+    _write_atomic(output_dir / DATA_TXT, "".join(one_line(t) + "\n" for t in texts))
+    return result
+
+
+def load_training_examples(
+    source: str | Path, config: DataConfig | None = None
+) -> tuple[list[str], list[str]]:
+    """(train, val) texts from a data run's folder, or from any SOURCE `tunesmith data` reads,
+    cleaned and split the same way (with `config`, else the same defaults)."""
+    folder = Path(source)
+    if folder.is_dir() and (folder / TRAIN_JSONL).is_file():
+        return _read_texts(folder / TRAIN_JSONL), _read_texts(folder / VAL_JSONL)
+    config = config or DataConfig()
+    with tempfile.TemporaryDirectory(prefix="tunesmith-data-") as tmp:
+        examples, _ = read_examples([str(source)], config, Path(tmp))
+    _, train, val = _cleaned_split(examples, config, [str(source)])
+    return [e.text for e in train], [e.text for e in val]
+
+
+def _read_texts(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    texts = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                texts.append(json.loads(line)["text"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise DataError(
+                    f"{path} line {number} is not a JSON object with a 'text' field; "
+                    "rerun `tunesmith data` to rebuild it"
+                ) from None
+    return texts
+
+
+def _write_jsonl(path: Path, examples: list[Example]) -> None:
+    rows = (
+        json.dumps(
+            {"text": e.text, "source": e.source, "row": e.row, "line": e.line}, ensure_ascii=False
+        )
+        for e in examples
+    )
+    _write_atomic(path, "".join(row + "\n" for row in rows))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
