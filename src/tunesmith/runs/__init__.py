@@ -10,7 +10,8 @@ Records (meta.json, log.txt, metrics.jsonl) live in `runs/N/.tunesmith/`; everyt
 
 from tunesmith.runs.record import RunHandle, Terminated, recorded_run
 from tunesmith.runs.references import is_run_reference, parse_reference, resolve_reference
-from tunesmith.runs.workspace import Run, Workspace, open_workspace
+from tunesmith.runs.schema import Run
+from tunesmith.runs.workspace import Workspace, open_workspace
 
 __all__ = [
     "Run",

@@ -22,8 +22,9 @@ from tunesmith.errors import RunError
 from tunesmith.runs import environment
 from tunesmith.runs.display import format_duration
 from tunesmith.runs.outputs import scan_outputs
-from tunesmith.runs.references import is_run_reference, resolve_in
-from tunesmith.runs.workspace import Workspace, open_workspace, to_json
+from tunesmith.runs.references import Resolved, is_run_reference, resolve_in
+from tunesmith.runs.schema import to_json
+from tunesmith.runs.workspace import Workspace, open_workspace
 
 
 class Terminated(KeyboardInterrupt):
@@ -75,12 +76,16 @@ class RunHandle:
         Anything else (a hub id, a local path, a URL) comes back unchanged."""
         if not is_run_reference(ref):
             return ref
+        return str(self.resolve_use(ref, allow_unfinished).path)
+
+    def resolve_use(self, ref: str, allow_unfinished: bool = False) -> Resolved:
+        """Like `use` for a run reference, returning which run and path it resolved to."""
         resolved = resolve_in(self.workspace, ref, allow_unfinished, before=self.id)
         if self.enabled:
             if resolved.run_id == self.id:
                 raise RunError(f"{ref}: a run cannot use its own outputs")
             self.workspace.add_use(self.id, resolved.run_id, str(resolved.reference))
-        return str(resolved.path)
+        return resolved
 
     def set_main_output(self, relpath: str) -> None:
         """What `runs/N` names: a path inside the run folder (default: the folder itself)."""

@@ -98,7 +98,7 @@ def resolve_in(
             raise RunError(
                 f"{text}: the main output of run {run.id} ({run.main_output!r}) is missing"
             )
-    return Resolved(path.resolve(), run.id, ref)
+    return Resolved(path.resolve(), run.id, Reference(run.id, ref.subpath))
 
 
 def resolve_reference(
