@@ -1,0 +1,211 @@
+"""Text generation: load a model once, then generate many samples or stream one.
+
+gen = TextGenerator.load("gpt2")
+for piece in gen.stream("Why did the chicken", GenerationConfig(length=30)):
+    print(piece, end="")
+samples = gen.generate("", num_samples=5, config=GenerationConfig(seed=1))
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from tunesmith.checkpoint import load_checkpoint
+from tunesmith.decoding import SamplingSettings, Sequence, check_fits, decode
+from tunesmith.devices import resolve_device, resolve_dtype
+from tunesmith.errors import UsageError
+from tunesmith.model import GPT2
+from tunesmith.tokenizer import GPT2Tokenizer
+
+
+@dataclass
+class GenerationConfig:
+    """What to generate. Defaults follow the seed's run_generation.py (top-p 0.9)."""
+
+    length: int = 70  # new tokens per sample
+    temperature: float = 1.0  # 0 means greedy
+    top_k: int = 0  # 0 means off
+    top_p: float = 0.9
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()  # a sample ends early where one of these appears
+    ignore_eos: bool = False  # run on past <|endoftext|>, as the seed's script did
+    seed: int | None = None  # sample k uses seed + k; None picks a random seed
+
+    def __post_init__(self) -> None:
+        self.stop = tuple(self.stop)
+        if any(not s for s in self.stop):
+            raise UsageError("a stop string cannot be empty")
+        self.sampling()  # validates the numbers
+
+    def sampling(self) -> SamplingSettings:
+        return SamplingSettings(
+            self.length,
+            self.temperature,
+            self.top_k,
+            self.top_p,
+            self.repetition_penalty,
+            self.ignore_eos,
+        )
+
+
+@dataclass
+class Sample:
+    index: int
+    prompt: str
+    text: str  # the generated continuation, without the prompt
+    token_ids: list[int] = field(repr=False)
+    finish_reason: str  # "eos", "stop" or "length"
+
+
+@dataclass
+class Request:
+    """One sequence for `TextGenerator.stream_batch` (the server builds these)."""
+
+    prompt_ids: list[int]
+    config: GenerationConfig
+    seed: int
+
+
+class _TextState:
+    """Incremental text of one sequence: stop strings cut it, and text that might still
+    become a stop string or an incomplete UTF-8 character is held back from streaming."""
+
+    def __init__(self, tokenizer: GPT2Tokenizer, stops: tuple[str, ...]):
+        self.tokenizer, self.stops = tokenizer, stops
+        self.text, self.sent = "", 0
+
+    def update(self, seq: Sequence) -> bool:
+        """Re-decode after a new token; True when a stop string appeared."""
+        ids = seq.new_ids
+        if ids and ids[-1] == self.tokenizer.eos_id and not seq.settings.ignore_eos:
+            ids = ids[:-1]
+        self.text = self.tokenizer.decode(ids)
+        cuts = [self.text.find(s) for s in self.stops if s in self.text]
+        if cuts:
+            self.text = self.text[: min(cuts)]
+            return True
+        return False
+
+    def take_new_text(self, final: bool) -> str:
+        safe = self.text
+        if not final:
+            safe = safe.rstrip("\ufffd")  # bytes of a character still to come
+            safe = safe[: len(safe) - self._stop_prefix_len(safe)]
+        delta = safe[self.sent :]
+        self.sent = max(self.sent, len(safe))
+        return delta
+
+    def _stop_prefix_len(self, text: str) -> int:
+        """Length of the longest end of text that begins some stop string."""
+        best = 0
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(text)), best, -1):
+                if text.endswith(stop[:n]):
+                    best = n
+                    break
+        return best
+
+
+class TextGenerator:
+    """A model and its tokenizer, loaded once, ready to generate many times."""
+
+    def __init__(self, model: GPT2, tokenizer: GPT2Tokenizer, source: str = ""):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.source = source
+
+    @classmethod
+    def load(cls, source: str = "gpt2", device: str = "auto", dtype: str = "auto"):
+        """Load from a hub id, a Hugging Face folder or a run (runs/N)."""
+        dev = resolve_device(device)
+        model, tokenizer, _ = load_checkpoint(source, dev, resolve_dtype(dtype, dev))
+        return cls(model, tokenizer, str(source))
+
+    @property
+    def context_length(self) -> int:
+        return self.model.config.n_positions
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Token ids of a prompt; an empty prompt starts unconditionally from <|endoftext|>."""
+        # Whitespace only counts as empty: the seed's prompt ' ' meant "unconditional".
+        ids = self.tokenizer.encode(prompt) if prompt.strip() else []
+        return ids or [self.tokenizer.eos_id]
+
+    def generate(
+        self,
+        prompts: str | list[str] = "",
+        num_samples: int = 1,
+        config: GenerationConfig | None = None,
+        batch_size: int = 8,
+        on_sample: Callable[[Sample], None] | None = None,
+    ) -> list[Sample]:
+        """num_samples per prompt, decoded batch_size at a time; on_sample sees each as it ends."""
+        config = config or GenerationConfig()
+        if num_samples < 1:
+            raise UsageError(f"num-samples must be at least 1, got {num_samples}")
+        if batch_size < 1:
+            raise UsageError(f"batch-size must be at least 1, got {batch_size}")
+        prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
+        base_seed = _base_seed(config)
+        jobs = []  # (prompt text, request), in output order
+        for prompt in prompt_list:
+            ids = self.encode_prompt(prompt)
+            check_fits(len(ids), config.length, self.context_length)
+            for _ in range(num_samples):
+                jobs.append((prompt, Request(ids, config, base_seed + len(jobs))))
+        samples: list[Sample] = []
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start : start + batch_size]
+            finished: dict[int, Sample] = {}
+            for i, _delta, done in self.stream_batch([r for _, r in chunk]):
+                if done is not None:
+                    finished[i] = Sample(
+                        start + i, chunk[i][0], done.text, done.token_ids, done.finish_reason
+                    )
+                    if on_sample is not None:
+                        on_sample(finished[i])
+            samples.extend(finished[i] for i in range(len(chunk)))
+        return samples
+
+    def stream(self, prompt: str = "", config: GenerationConfig | None = None) -> Iterator[str]:
+        """The text of one sample, piece by piece as tokens are produced."""
+        for _, delta, _ in self.stream_batch([self.request(prompt, config)]):
+            if delta:
+                yield delta
+
+    def request(self, prompt: str = "", config: GenerationConfig | None = None) -> Request:
+        """One sequence to decode; seeded with config.seed (random when None)."""
+        config = config or GenerationConfig()
+        return Request(self.encode_prompt(prompt), config, _base_seed(config))
+
+    def stream_batch(self, requests: list[Request]) -> Iterator[tuple[int, str, Sample | None]]:
+        """Decode requests together. Yields (index, new text, None) as text arrives and
+        (index, last text, Sample) when request `index` finishes."""
+        states = [_TextState(self.tokenizer, r.config.stop) for r in requests]
+        sequences = [Sequence.start(r.prompt_ids, r.config.sampling(), r.seed) for r in requests]
+        index_of = {id(s): i for i, s in enumerate(sequences)}
+
+        def is_stopped(seq: Sequence) -> bool:
+            return states[index_of[id(seq)]].update(seq)
+
+        for step in decode(self.model, sequences, self.tokenizer.eos_id, is_stopped):
+            for i, _token in step:
+                seq, state = sequences[i], states[i]
+                if seq.finish_reason == "eos":
+                    state.update(seq)  # decode() ends at eos before asking is_stopped
+                if seq.finish_reason is None:
+                    delta = state.take_new_text(final=False)
+                    if delta:
+                        yield i, delta, None
+                else:
+                    ids = list(seq.new_ids)
+                    if seq.finish_reason == "eos":
+                        ids = ids[:-1]
+                    sample = Sample(i, "", state.text, ids, seq.finish_reason)
+                    yield i, state.take_new_text(final=True), sample
+
+
+def _base_seed(config: GenerationConfig) -> int:
+    return config.seed if config.seed is not None else secrets.randbits(48)
