@@ -67,7 +67,7 @@ def parse_csv(
 
 def _csv_error(e: csv.Error, name: str, start: int, end: int) -> DataError:
     message = str(e)
-    where = f"line {start}" if start >= end else f"the row starting at line {start}"
+    where = f"at line {start}" if start >= end else f"in the row starting at line {start}"
     if "unexpected end of data" in message or "EOF" in message:
         return DataError(
             f"unbalanced quote in {name}: the quoted field on line {start} is never closed; "
@@ -75,11 +75,11 @@ def _csv_error(e: csv.Error, name: str, start: int, end: int) -> DataError:
         )
     if "field larger than field limit" in message:
         return DataError(
-            f"a field in {name} at {where} runs over {csv.field_size_limit():,} characters, "
+            f"a field in {name} {where} runs over {csv.field_size_limit():,} characters, "
             "most likely an unclosed quote; check the quotes on that line"
         )
     return DataError(
-        f"bad quoting in {name} at {where} ({message}); a quote that opens a field must close "
+        f"bad quoting in {name} {where} ({message}); a quote that opens a field must close "
         'it, and quotes inside a quoted field must be doubled ("")'
     )
 
