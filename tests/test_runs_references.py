@@ -1,0 +1,120 @@
+"""Run references (`runs/N`, `runs/N/path`, `runs/last`) and their errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from tunesmith.errors import RunError
+from tunesmith.runs import (
+    is_run_reference,
+    open_workspace,
+    parse_reference,
+    recorded_run,
+    resolve_reference,
+)
+
+
+@pytest.mark.parametrize(
+    "text, run, sub",
+    [
+        ("runs/3", 3, ""),
+        ("runs/3/", 3, ""),
+        ("./runs/12/model", 12, "model"),
+        ("runs/3/sub/path.txt", 3, "sub/path.txt"),
+        ("runs/last", None, ""),
+        ("runs/last/data.txt", None, "data.txt"),
+    ],
+)
+def test_references_parse(text, run, sub):
+    ref = parse_reference(text)
+    assert (ref.run, ref.subpath) == (run, sub)
+    assert is_run_reference(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["gpt2", "openai-community/gpt2", "runs", "runs/x", "myruns/3", "/abs/runs/3", "r/3"]
+)
+def test_other_names_are_not_references(text):
+    assert not is_run_reference(text)
+    assert parse_reference(text) is None
+
+
+def test_a_reference_cannot_leave_its_run_folder(workspace):
+    assert is_run_reference("runs/1/../2")
+    with pytest.raises(RunError, match="outside its run folder"):
+        resolve_reference("runs/1/../2")
+
+
+@pytest.fixture()
+def three_runs(workspace):
+    """Run 1 succeeded (data.txt), run 2 failed, run 3 a finetune with main output `model`."""
+    with recorded_run(kind="data", params={}) as run:
+        (run.dir / "data.txt").write_text("hello")
+    with pytest.raises(ValueError):
+        with recorded_run(kind="data", params={}) as run:
+            (run.dir / "half.txt").write_text("x")
+            raise ValueError("boom")
+    with recorded_run(kind="finetune", params={}) as run:
+        (run.dir / "model").mkdir()
+        (run.dir / "model" / "config.json").write_text("{}")
+        run.set_main_output("model")
+    return workspace
+
+
+def test_references_resolve_to_paths(three_runs):
+    ws = open_workspace()
+    runs = three_runs / "runs"
+    assert ws.resolve("runs/1") == runs / "1"
+    assert ws.resolve("runs/1/data.txt") == runs / "1" / "data.txt"
+    assert ws.resolve("runs/3") == runs / "3" / "model"
+    assert ws.resolve("runs/3/model/config.json") == runs / "3" / "model" / "config.json"
+    assert ws.resolve("runs/last") == runs / "3" / "model"
+    assert resolve_reference("runs/1/data.txt") == runs / "1" / "data.txt"
+    assert resolve_reference("gpt2") == __import__("pathlib").Path("gpt2")
+
+
+def test_resolving_needs_no_current_directory(three_runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # TUNESMITH_HOME still names the workspace
+    assert resolve_reference("runs/1/data.txt") == three_runs / "runs" / "1" / "data.txt"
+    monkeypatch.delenv("TUNESMITH_HOME")
+    assert resolve_reference("runs/1", workspace=three_runs) == three_runs / "runs" / "1"
+
+
+@pytest.mark.parametrize(
+    "ref, message",
+    [
+        ("runs/9", "runs/9: there is no run 9 in"),
+        ("runs/2", "runs/2: run 2 failed \\(boom\\); only a succeeded run"),
+        ("runs/2/half.txt", "run 2 failed"),
+        ("runs/1/nope.txt", "runs/1/nope.txt: run 1 has no 'nope.txt' \\(it has: data.txt\\)"),
+    ],
+)
+def test_bad_references_are_clear_errors(three_runs, ref, message):
+    with pytest.raises(RunError, match=message):
+        open_workspace().resolve(ref)
+
+
+def test_unfinished_runs_resolve_when_allowed(three_runs):
+    ws = open_workspace()
+    assert ws.resolve("runs/2/half.txt", allow_unfinished=True).name == "half.txt"
+    assert resolve_reference("runs/2", allow_unfinished=True) == three_runs / "runs" / "2"
+
+
+def test_runs_last_in_an_empty_workspace(workspace):
+    with pytest.raises(RunError, match="no runs in"):
+        resolve_reference("runs/last")
+
+
+def test_runs_last_inside_a_run_means_the_run_before_it(three_runs):
+    with recorded_run(kind="generate", params={}) as run:
+        assert run.use("runs/last") == str(three_runs / "runs" / "3" / "model")
+    assert open_workspace().used(4) == [(3, "runs/3")]  # recorded as the run it named
+
+
+def test_running_run_cannot_be_used_unless_allowed(workspace):
+    with recorded_run(kind="finetune", params={}) as first:
+        with pytest.raises(RunError, match="run 1 is still running"):
+            resolve_reference("runs/1")
+        assert resolve_reference("runs/1", allow_unfinished=True) == first.dir
+        with recorded_run(kind="finetune", params={}) as second:
+            assert second.use("runs/1", allow_unfinished=True) == str(first.dir)
