@@ -19,6 +19,12 @@ from tunesmith.errors import RunError
 PR_SET_PDEATHSIG = 1
 
 
+class CommandNotFoundError(RunError):
+    """The program to run does not exist; exit code 127, as in the shell."""
+
+    exit_code = 127
+
+
 def _die_with_parent() -> None:
     """In the child: get SIGTERM if tunesmith itself dies (kill -9), so no command outlives
     the run that records it. Linux only; elsewhere a no-op."""
@@ -92,7 +98,7 @@ def stream_process(
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
     except FileNotFoundError as e:
-        raise RunError(f"command not found: {argv[0]}") from e
+        raise CommandNotFoundError(f"command not found: {argv[0]}") from e
     except PermissionError as e:
         raise RunError(f"cannot execute {argv[0]}: permission denied") from e
     pumps = [
