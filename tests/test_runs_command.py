@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -277,10 +278,23 @@ SLEEPER = textwrap.dedent(
 
 def gone(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return True
-    return False
+    return stat[stat.rfind(")") + 2] == "Z"  # a zombie nobody has reaped yet is gone too
+
+
+def test_killing_tunesmith_stops_its_command_and_the_run_is_marked_failed(workspace):
+    proc = start_run(workspace, PY, "-c", SLEEPER)
+    child = int((workspace / "runs" / "1" / "pid").read_text())
+    proc.kill()  # kill -9: tunesmith cannot record anything
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while not gone(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(child)  # the command does not outlive the run that records it
+    run = open_workspace().get(1)
+    assert run.status == "failed" and run.error == "process died without finishing"
 
 
 @pytest.mark.parametrize(

@@ -224,11 +224,10 @@ def recorded_run(
     ws.write_meta(run.id)
     started = time.monotonic()
     status, exit_code, error = "failed", 1, None
-    with _tee_output(handle.log_path) as log:
+    with _tee_output(handle.log_path) as log, _sigterm_as_interrupt():
         print(f"run {run.id}", file=sys.stderr, flush=True)
         try:
-            with _sigterm_as_interrupt():
-                yield handle
+            yield handle
             if handle.exit_code:
                 status, exit_code = "failed", handle.exit_code
                 error = handle.error or f"exit code {handle.exit_code}"
