@@ -1,0 +1,94 @@
+"""Token statistics with GPT-2's tokenizer, the histogram, stats.json and the printed report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tunesmith.data import DataConfig, format_report, prepare_data
+from tunesmith.data.report import LengthStats, token_lengths
+from tunesmith.tokenizer import GPT2Tokenizer
+
+
+@pytest.fixture()
+def hub(offline_hub, monkeypatch):
+    """`offline_hub`, also for a huggingface_hub imported before its environment was set."""
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(offline_hub / "hub"))
+    return offline_hub
+
+
+def test_token_lengths_match_encode(gpt2_vocab_dir):
+    tok = GPT2Tokenizer.from_folder(gpt2_vocab_dir)
+    texts = ["Hello world", "A much longer sentence, with punctuation!", "x"] * 700
+    assert token_lengths(tok, texts) == [len(tok.encode(t)) for t in texts]
+    assert tok.encode("Hello world") == [15496, 995]  # GPT-2's ids
+
+
+def test_length_stats():
+    stats = LengthStats.of(list(range(1, 101)))
+    assert (stats.total, stats.min, stats.median, stats.max) == (5050, 1, 50.5, 100)
+    assert stats.p95 == pytest.approx(95.05)
+    assert LengthStats.of([]) is None
+
+
+def test_seed_token_stats_with_a_tokenizer_folder(tmp_path, seed_csv, gpt2_vocab_dir):
+    config = DataConfig(tokenizer=str(gpt2_vocab_dir), context=30)
+    result = prepare_data([str(seed_csv)], config, tmp_path)
+    tok = GPT2Tokenizer.from_folder(gpt2_vocab_dir)
+    kept = (tmp_path / "data.txt").read_text().splitlines()
+    lengths = [len(tok.encode(t)) for t in kept]
+    assert result.tokens.total == sum(lengths) and result.tokens.max == max(lengths)
+    assert result.over_context == sum(n > 30 for n in lengths) > 0
+    assert result.longest[0]["length"] == max(lengths) and result.longest[0]["unit"] == "tokens"
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["tokens"]["total"] == sum(lengths) and stats["over_context"] > 0
+    report = format_report(result)
+    assert f"{sum(lengths):,}" in report and "over 30" in report and "p95" in report
+    assert report.count("onelinefun.csv:") == 3  # the three longest examples
+
+
+def test_tokenizer_gpt2_from_the_hub_cache_sets_the_context(tmp_path, hub):
+    src = tmp_path / "d.txt"
+    src.write_text("Hello world\nsecond line here\n")
+    result = prepare_data([str(src)], DataConfig(), tmp_path / "out")
+    assert result.warnings == []
+    assert result.tokenizer == "gpt2" and result.tokens.total == 2 + 3
+    assert result.context == 128  # the tiny model's n_positions
+    assert DataConfig(context=64).context == 64
+
+
+def test_without_a_tokenizer_the_run_still_succeeds(tmp_path):
+    src = tmp_path / "d.txt"
+    src.write_text("alpha\nbeta gamma\n")
+    config = DataConfig(tokenizer=str(tmp_path / "no-such-model"))
+    result = prepare_data([str(src)], config, tmp_path / "out")
+    assert len(result.warnings) == 1 and "token statistics left out" in result.warnings[0]
+    assert result.tokens is None and result.over_context is None
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["tokens"] is None and stats["chars"]["max"] == 10
+    report = format_report(result)
+    assert "Tokens" not in report and "Longest examples (chars)" in report
+    assert (tmp_path / "out" / "lengths.png").stat().st_size > 1000
+
+
+def test_report_is_aligned_and_lists_drop_reasons(tmp_path):
+    src = tmp_path / "d.txt"
+    src.write_text("one\none\n\nthree three three\n" + "long " * 50 + "\n")
+    config = DataConfig(tokenizer=None, max_chars=100)
+    report = format_report(prepare_data([str(src)], config, tmp_path / "out"))
+    labels = ("read", "dropped", "empty", "duplicate", "too long", "kept", "train", "validation")
+    rows = {
+        label: line
+        for line in report.splitlines()
+        for label in labels
+        if line.strip().rsplit(" ", 1)[0].strip() == label
+    }
+    assert set(rows) == set(labels)
+    assert rows["read"].split()[-1] == "5" and rows["kept"].split()[-1] == "2"
+    assert rows["duplicate"].split()[-1] == "1" and rows["too long"].split()[-1] == "1"
+    assert len({len(line) for line in rows.values()}) == 1  # counts right-aligned in one column
