@@ -1,0 +1,172 @@
+"""Training checkpoints: everything a killed run needs to carry on exactly where it stopped.
+
+A checkpoint is a folder `checkpoints/step-NNNNNNN/` with the trainable weights
+(model.safetensors), the optimizer state (optimizer.pt, tensors only), the RNG states (rng.pt) and
+the loop's position and history (trainer_state.json). It is written to a hidden temporary folder
+and renamed into place, so a crash or a full disk never leaves a half-written checkpoint; only
+then are the oldest beyond --keep-checkpoints removed. Loading never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from tunesmith.errors import CheckpointError, RunError
+
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+PREFIX = "step-"
+STATE_FILE = "trainer_state.json"
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights that training changes (all of them, or only LoRA adapters), once each."""
+    return {
+        name: p.detach().to("cpu").contiguous()
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    }
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            *[float(x) for x in np_state[2:]],
+        ],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
+
+
+def save_training_checkpoint(
+    run_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    trainer_state: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Write checkpoints/step-N atomically, then prune to the newest `keep`."""
+    root = Path(run_dir) / CHECKPOINTS
+    final = root / f"{PREFIX}{trainer_state['step']:07d}"
+
+    def write(tmp: Path) -> None:
+        save_file(trainable_state(model), tmp / "model.safetensors", metadata={"format": "pt"})
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(rng_state(), tmp / "rng.pt")
+        (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=1))
+
+    _write_atomically(final, write)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def save_best(run_dir: Path, model: torch.nn.Module, info: dict[str, Any]) -> Path:
+    """Keep the weights with the best validation loss so far (for --early-stop)."""
+
+    def write(tmp: Path) -> None:
+        save_file(trainable_state(model), tmp / "model.safetensors", metadata={"format": "pt"})
+        (tmp / STATE_FILE).write_text(json.dumps(info, indent=1))
+
+    return _write_atomically(Path(run_dir) / CHECKPOINTS / BEST, write)
+
+
+def _write_atomically(final: Path, write) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write(tmp)
+        if final.exists():
+            old = final.parent / f".old-{final.name}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) or "No space left" in str(e):
+            full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "space" in str(e)
+            reason = "the disk is full" if full else str(e)
+            kept = ", ".join(p.name for p in list_checkpoints(final.parent.parent)) or "none"
+            raise CheckpointError(
+                f"cannot write {final.name}: {reason}; earlier checkpoints are intact ({kept}); "
+                "free some space (or lower --keep-checkpoints) and resume with --resume"
+            ) from None
+        raise
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    return sorted(
+        (p for p in root.iterdir() if p.name.startswith(PREFIX) and (p / STATE_FILE).is_file()),
+        key=lambda p: p.name,
+    )
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise RunError(
+            f"{run_dir} has no training checkpoint to resume from (it stopped before its first "
+            "--save-every or epoch end); start it again without --resume"
+        )
+    return found[-1]
+
+
+def load_weights_into(model: torch.nn.Module, folder: Path) -> None:
+    state = load_file(Path(folder) / "model.safetensors")
+    params = dict(model.named_parameters())
+    missing = [k for k, p in params.items() if p.requires_grad and k not in state]
+    if missing or any(k not in params for k in state):
+        raise CheckpointError(
+            f"checkpoint {folder} does not fit this model (e.g. {(missing or list(state))[0]}); "
+            "resume with the settings the run was started with"
+        )
+    with torch.no_grad():
+        for name, tensor in state.items():
+            params[name].copy_(tensor)
+
+
+def load_training_checkpoint(
+    folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Restore weights, optimizer and RNG; return the trainer state (step, position, history)."""
+    load_weights_into(model, folder)
+    try:
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        rng = torch.load(folder / "rng.pt", weights_only=True)
+        state = json.loads((folder / STATE_FILE).read_text())
+    except (OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"cannot read checkpoint {folder}: {e}") from None
+    set_rng_state(rng)
+    return state

@@ -1,0 +1,77 @@
+"""Will it fit? A rough up-front estimate of training memory, checked before the first step."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from tunesmith.errors import UsageError
+
+GIB = 1024**3
+
+
+def physical_cores() -> int:
+    """Cores we may run on, counting hyper-threads of one core once."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    cores = set()
+    for cpu in cpus:
+        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        try:
+            cores.add(siblings.read_text().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores) or (os.cpu_count() or 1))
+
+
+def estimate_bytes(model, config, seq_len: int) -> int:
+    """Weights + gradients + AdamW state of the trainable part + activations of one micro-batch.
+
+    Activations follow the usual transformer count (about 34·C + 5·H·T values per token and
+    layer, kept for backward), in 4-byte floats; checkpointing keeps one layer's worth.
+    """
+    c = model.config
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    states = 4 * total + (4 + 8) * trainable
+    per_layer = config.batch_size * seq_len * (34 * c.n_embd + 5 * c.n_head * seq_len) * 4
+    layers = 1 if config.gradient_checkpointing else c.n_layer
+    logits = 3 * config.batch_size * seq_len * c.vocab_size * 4
+    return states + layers * per_layer + logits
+
+
+def available_bytes(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(model, config, device: torch.device, seq_len: int) -> None:
+    """Refuse a run that clearly cannot fit, saying what would make it fit."""
+    available = available_bytes(device)
+    if available is None:
+        return
+    need = estimate_bytes(model, config, seq_len)
+    if need <= available:
+        return
+    hints = []
+    if not config.lora:
+        hints.append("--lora (trains only small adapters)")
+    if config.batch_size > 1:
+        hints.append(f"a smaller --batch-size with --grad-accum (now {config.batch_size})")
+    if not config.gradient_checkpointing:
+        hints.append("--gradient-checkpointing")
+    if config.block_size is None or config.block_size > 256:
+        hints.append("a smaller --block-size")
+    raise UsageError(
+        f"training needs about {need / GIB:.1f} GiB but only {available / GIB:.1f} GiB is free "
+        f"on {device.type}; try " + ", ".join(hints or ["a smaller model"])
+    )
