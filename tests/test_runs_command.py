@@ -229,7 +229,7 @@ def test_pip_installs_into_an_isolated_reused_environment(workspace, tmp_path, c
 
     assert main(["run", "--pip", str(package), "--", "python", "-c", script]) == 0
     out, err = capsys.readouterr()
-    assert out.strip().endswith("42") and "building Python environment" in err
+    assert out == "42\n" and "building Python environment" in err  # pip's output: stderr
     assert main(["run", "--pip", str(package), "--", "python", "-c", script]) == 0
     out, err = capsys.readouterr()
     assert out == "42\n" and "using Python environment" in err  # built once, reused
@@ -243,6 +243,13 @@ def test_pip_installs_into_an_isolated_reused_environment(workspace, tmp_path, c
     assert probe.returncode != 0
     # Without --pip, commands run in the user's environment.
     assert main(["run", "--", "python", "-c", "import tunesmith_test_tinypkg"]) == 1
+    capsys.readouterr()
+    # A requirements file is another package set: another environment.
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"{package}\n")
+    assert main(["run", "--requirements", str(requirements), "--", "python", "-c", script]) == 0
+    assert capsys.readouterr().out == "42\n"
+    assert len([p for p in (workspace / ".tunesmith" / "envs").iterdir() if p.is_dir()]) == 2
 
 
 def test_a_failing_install_fails_the_run(workspace, tmp_path, capsys, monkeypatch):

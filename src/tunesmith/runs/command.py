@@ -83,7 +83,7 @@ class CommandConfig:
 
 
 def _git(args: list[str], cwd: Path, what: str, kill_after: float) -> None:
-    code = stream_process(["git", *args], cwd=cwd, kill_after=kill_after)
+    code = stream_process(["git", *args], cwd=cwd, kill_after=kill_after, stdout_to_stderr=True)
     if code != 0:
         raise RunError(f"{what} failed (git exit code {code})")
 

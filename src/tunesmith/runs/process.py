@@ -79,12 +79,15 @@ def stream_process(
     cwd: str | Path,
     env: Mapping[str, str] | None = None,
     kill_after: float = 10.0,
+    stdout_to_stderr: bool = False,
 ) -> int:
     """Run `argv` in a new process group with stdout/stderr streamed to sys.stdout/sys.stderr
     (the run's log while inside a run). Returns the exit code (128 + N when killed by signal
     N). On KeyboardInterrupt (Ctrl-C, or SIGTERM inside a run) the group is stopped and the
-    interrupt re-raised."""
-    out, err = sys.stdout, sys.stderr
+    interrupt re-raised. Setup steps (pip, git) pass `stdout_to_stderr` so that only the
+    user's command writes to stdout."""
+    err = sys.stderr
+    out = err if stdout_to_stderr else sys.stdout
     out.flush()
     err.flush()
     try:

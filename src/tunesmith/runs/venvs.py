@@ -82,7 +82,7 @@ def _create(env_dir: Path, packages: list[str], requirements: Path | None) -> No
     install = [python, "-m", "pip", "install", "--disable-pip-version-check", *packages]
     if requirements is not None:
         install += ["-r", str(requirements)]
-    code = stream_process(install, cwd=env_dir)
+    code = stream_process(install, cwd=env_dir, stdout_to_stderr=True)
     if code != 0:
         raise RunError(
             f"installing {' '.join(packages) or requirements} failed (pip exit code {code})"
