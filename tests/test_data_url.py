@@ -46,6 +46,13 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # clients that hang up on purpose (size limit, timeout) are not errors here
+
+
 @pytest.fixture()
 def server(tmp_path, seed_csv, monkeypatch):
     """http://127.0.0.1:PORT serving a temp folder (with the seed CSV), plus its hit counts."""
@@ -61,9 +68,8 @@ def server(tmp_path, seed_csv, monkeypatch):
     def make(*args, **kwargs):
         return handler(*args, directory=str(root), **kwargs)
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    httpd = QuietServer(("127.0.0.1", 0), make)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}", hits

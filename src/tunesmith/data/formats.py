@@ -112,7 +112,7 @@ def _looks_binary(sample: str) -> bool:
     if not sample:
         return False
     bad = sum(1 for c in sample if c == "\ufffd" or (ord(c) < 32 and c not in "\t\n\r\f"))
-    return "\x00" in sample or bad / len(sample) > 0.1
+    return "\x00" in sample or bad / len(sample) > 0.3
 
 
 def detect_format(source: SourceFile, text: str, config: DataConfig) -> str:
