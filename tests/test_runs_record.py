@@ -156,3 +156,21 @@ def test_workspace_option_overrides_the_environment(workspace, tmp_path):
     with recorded_run(kind="data", params={}, workspace=other) as run:
         assert run.dir == other / "runs" / "1"
     assert not (workspace / "runs").exists()
+
+
+def test_a_signal_while_the_end_is_recorded_waits_until_it_is(workspace, monkeypatch):
+    from tunesmith.runs import record
+
+    finish = record._finish
+
+    def finish_with_a_second_ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        finish(*args, **kwargs)
+
+    monkeypatch.setattr(record, "_finish", finish_with_a_second_ctrl_c)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with recorded_run(kind="data", params={}):
+            pass
+    assert meta(workspace, 1)["status"] == "succeeded"  # fully recorded first
+    assert signal.getsignal(signal.SIGINT) == before

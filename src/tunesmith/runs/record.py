@@ -178,17 +178,21 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 @contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C/SIGTERM while the end of a run is being recorded."""
-    main = threading.current_thread() is threading.main_thread()
-    sigs = {signal.SIGINT, signal.SIGTERM}
-    if main and hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-        try:
-            yield
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
-    else:
+    """Hold Ctrl-C/SIGTERM while the end of a run is recorded, then deliver them: a run is
+    never left half-recorded by an impatient second Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
         yield
+        return
+    caught: list[int] = []
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            raise Terminated() if caught[0] == signal.SIGTERM else KeyboardInterrupt()
 
 
 @contextmanager
