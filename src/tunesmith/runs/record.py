@@ -271,7 +271,8 @@ def _finish(
     except OSError as e:  # the status must be recorded even when outputs cannot be read
         outputs = []
         error = (f"{error}; " if error else "") + f"outputs could not be recorded: {e}"
-    handle.info["device"] = environment.device()  # now known precisely if torch was used
+    if "torch" in sys.modules:  # the device is known precisely once torch was used
+        handle.info["device"] = environment.device()
     if handle.excluded:
         handle.info["excluded"] = sorted(handle.excluded)
     ws.finish(
