@@ -179,3 +179,24 @@ def test_missing_field_lists_fields(tmp_path):
     src = write(tmp_path / "d.jsonl", '{"a": "x", "b": "y"}\n')
     with pytest.raises(DataError, match=r"field 'c' not found in .*d.jsonl; fields are: a, b"):
         prepare(tmp_path, [src], field="c")
+
+
+def test_one_column_csv_with_semicolons_in_the_text(tmp_path):
+    src = write(tmp_path / "d.csv", "text\nhello; world\nfoo; bar\nbaz; qux\n")
+    result, out = prepare(tmp_path, [src])
+    assert (out / "data.txt").read_text() == "hello; world\nfoo; bar\nbaz; qux\n"
+
+
+def test_column_and_field_stand_in_for_each_other(tmp_path):
+    src = write(tmp_path / "d.jsonl", '{"a": "x", "b": "y"}\n')
+    result, out = prepare(tmp_path, [src], column="b")
+    assert (out / "data.txt").read_text() == "y\n"
+
+
+def test_a_data_run_folder_keeps_the_original_rows(tmp_path):
+    src = write(tmp_path / "d.csv", "id,text\n1,one\n2,two\n3,three\n")
+    prepare_data([str(src)], DataConfig(tokenizer=None), tmp_path / "run1")
+    result, out = prepare(tmp_path, [tmp_path / "run1"], val_fraction=0)
+    assert result.kept == 3 and [s.column for s in result.sources] == ["text", "text"]
+    rows = sorted((r["row"], r["line"], r["source"]) for r in jsonl(out / "train.jsonl"))
+    assert rows == [(1, 2, str(src)), (2, 3, str(src)), (3, 4, str(src))]

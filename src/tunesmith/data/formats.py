@@ -64,15 +64,19 @@ def parse_source(source: SourceFile, config: DataConfig) -> tuple[list[Example],
     from tunesmith.data import tables
 
     text = decode(source.data, source.name, config.encoding, config.errors)
-    fmt = source.format or detect_format(source, text, config)
+    if source.data_run:
+        examples = tables.parse_data_run(text, source.name)
+        return examples, SourceInfo(source.name, "jsonl", len(examples), "text")
+    fmt = detect_format(source, text, config)
     column = None
     if fmt in ("csv", "tsv"):
-        delimiter = "\t" if fmt == "tsv" else sniff_delimiter(text, default=",")
-        examples, column = tables.parse_csv(text, source.name, delimiter, config.column)
+        delimiter = "\t" if fmt == "tsv" else csv_delimiter(text)
+        examples, column = tables.parse_csv(
+            text, source.name, delimiter, config.column or config.field
+        )
     elif fmt in ("json", "jsonl"):
-        field = source.field or config.field
         parse = tables.parse_jsonl if fmt == "jsonl" else tables.parse_json
-        examples, column = parse(text, source.name, field)
+        examples, column = parse(text, source.name, config.field or config.column)
     else:
         examples = split_text(text, source.name, config.split)
     return examples, SourceInfo(source.name, fmt, len(examples), column)
@@ -146,6 +150,20 @@ def _json_or_jsonl(text: str) -> str:
         return "jsonl"
     except json.JSONDecodeError:
         return "json"  # let the JSON parser report where it breaks
+
+
+def csv_delimiter(text: str) -> str:
+    """A comma when the header has several comma-separated names, else what the sniffer finds
+    (so that prose with semicolons in a one-column file does not split it)."""
+    header = next((line for line in text.split("\n") if line.strip()), "")
+    sniffed = sniff_delimiter(text, default=None)
+    for delimiter in dict.fromkeys([",", sniffed or ",", "\t", ";", "|"]):
+        try:
+            if len(next(csv.reader([header], delimiter=delimiter))) >= 2:
+                return delimiter
+        except (csv.Error, StopIteration):
+            continue
+    return ","
 
 
 def sniff_delimiter(text: str, default: str | None, strict: bool = False) -> str | None:

@@ -34,8 +34,7 @@ class SourceFile:
     data: bytes
     filename: str  # the name whose extension tells the format, without .gz
     content_type: str | None = None  # from the HTTP response, for URLs
-    format: str | None = None  # forced format (a data run's jsonl files)
-    field: str | None = None  # forced JSON field
+    data_run: bool = False  # a data run's train.jsonl / val.jsonl
     kept: Path | None = None  # where a downloaded original was saved
 
 
@@ -123,8 +122,7 @@ def _load(
         data=data,
         filename=filename,
         content_type=content_type,
-        format="jsonl" if is_data_run else None,
-        field="text" if is_data_run else None,
+        data_run=is_data_run,
         kept=kept,
     )
 

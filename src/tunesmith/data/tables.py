@@ -127,6 +127,30 @@ def parse_json(text: str, name: str, field: str | None) -> tuple[list[Example], 
     return _from_records(list(enumerate(data, start=1)), name, field, by_line=False)
 
 
+def parse_data_run(text: str, name: str) -> list[Example]:
+    """A data run's train.jsonl / val.jsonl, keeping where each example first came from."""
+    examples = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            examples.append(
+                Example(
+                    record["text"],
+                    record.get("source") or name,
+                    record.get("row") or number,
+                    record.get("line"),
+                )
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise DataError(
+                f"{name} line {number} is not a JSON object with a 'text' field; "
+                "rerun `tunesmith data` to rebuild it"
+            ) from None
+    return examples
+
+
 def _from_records(
     records: list[tuple[int, Any]], name: str, field: str | None, by_line: bool
 ) -> tuple[list[Example], str | None]:
