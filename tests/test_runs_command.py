@@ -321,3 +321,12 @@ def test_stopping_tunesmith_stops_the_command_and_marks_the_run_interrupted(
     m = meta(workspace, 1)
     assert m["status"] == "interrupted" and m["exit_code"] == code
     assert [o["path"] for o in m["outputs"]] == ["pid"]
+
+
+def test_workspace_option_and_nested_tunesmith_use_the_same_workspace(workspace, tmp_path, capsys):
+    other = tmp_path / "other"
+    script = "import os; print(os.environ['TUNESMITH_HOME'])"
+    assert main(["run", "--workspace", str(other), "--", PY, "-c", script]) == 0
+    assert capsys.readouterr().out == f"{other}\n"
+    assert (other / "runs" / "1" / ".tunesmith" / "meta.json").is_file()
+    assert not (workspace / "runs").exists()

@@ -25,13 +25,21 @@ class CommandNotFoundError(RunError):
     exit_code = 127
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if tunesmith itself dies (kill -9), so no command outlives
-    the run that records it. Linux only; elsewhere a no-op."""
+def _die_with_parent():
+    """A preexec_fn giving the child SIGTERM if tunesmith itself dies (kill -9), so no command
+    outlives the run that records it. prctl is looked up here, before the fork: the child
+    only calls it. Linux only; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return preexec
 
 
 def _pump(pipe, stream: TextIO) -> None:
@@ -98,7 +106,7 @@ def stream_process(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=_die_with_parent(),
         )
     except FileNotFoundError as e:
         raise CommandNotFoundError(f"command not found: {argv[0]}") from e
