@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.clean import clean, one_line, split_train_val
+from tunesmith.data.clean import Cleaned, clean, one_line, split_train_val
 from tunesmith.data.config import DataConfig
 from tunesmith.data.formats import Example, SourceInfo, parse_source
 from tunesmith.data.report import (
@@ -19,7 +19,8 @@ from tunesmith.data.report import (
     token_lengths,
     write_histogram,
 )
-from tunesmith.data.sources import read_sources
+from tunesmith.data.sources import is_data_run_folder, read_sources
+from tunesmith.data.tables import parse_data_run
 from tunesmith.errors import DataError, TunesmithError
 
 DATA_TXT = "data.txt"
@@ -112,7 +113,7 @@ def read_examples(
 
 def _cleaned_split(
     examples: list[Example], config: DataConfig, sources: list[str]
-) -> tuple[Any, list[Example], list[Example]]:
+) -> tuple[Cleaned, list[Example], list[Example]]:
     cleaned = clean(examples, config.min_chars, config.max_chars)
     if not cleaned.kept:
         why = ", ".join(f"{r.replace('_', ' ')} {n:,}" for r, n in cleaned.dropped.items() if n)
@@ -151,18 +152,7 @@ def prepare_data(sources: list[str], config: DataConfig | None, output_dir: Path
         chars=LengthStats.of(chars),
         context=config.context or DEFAULT_CONTEXT,
     )
-    lengths, unit = chars, "characters"
-    if config.tokenizer is not None:
-        try:
-            tokenizer, model_context = load_tokenizer(config.tokenizer)
-        except TunesmithError as e:
-            result.warnings.append(f"token statistics left out: {e}")
-        else:
-            lengths, unit = token_lengths(tokenizer, texts), "tokens"
-            result.tokenizer = config.tokenizer
-            result.context = config.context or model_context or DEFAULT_CONTEXT
-            result.tokens = LengthStats.of(lengths)
-            result.over_context = sum(1 for n in lengths if n > result.context)
+    lengths, unit = _count_tokens(result, texts, config) or (chars, "characters")
     longest = sorted(range(len(texts)), key=lambda i: -lengths[i])[:LONGEST_SHOWN]
     result.longest = [
         {
@@ -183,13 +173,33 @@ def prepare_data(sources: list[str], config: DataConfig | None, output_dir: Path
     return result
 
 
+def _count_tokens(
+    result: DataResult, texts: list[str], config: DataConfig
+) -> tuple[list[int], str] | None:
+    """Token lengths, with the token statistics filled in on `result`; None (and a warning on
+    `result`) when no tokenizer is asked for or it cannot be had."""
+    if config.tokenizer is None:
+        return None
+    try:
+        tokenizer, model_context = load_tokenizer(config.tokenizer)
+    except TunesmithError as e:
+        result.warnings.append(f"token statistics left out: {e}")
+        return None
+    lengths = token_lengths(tokenizer, texts)
+    result.tokenizer = config.tokenizer
+    result.context = config.context or model_context or DEFAULT_CONTEXT
+    result.tokens = LengthStats.of(lengths)
+    result.over_context = sum(1 for n in lengths if n > result.context)
+    return lengths, "tokens"
+
+
 def load_training_examples(
     source: str | Path, config: DataConfig | None = None
 ) -> tuple[list[str], list[str]]:
     """(train, val) texts from a data run's folder, or from any SOURCE `tunesmith data` reads,
     cleaned and split the same way (with `config`, else the same defaults)."""
     folder = Path(source)
-    if folder.is_dir() and (folder / TRAIN_JSONL).is_file():
+    if folder.is_dir() and is_data_run_folder(folder):
         return _read_texts(folder / TRAIN_JSONL), _read_texts(folder / VAL_JSONL)
     config = config or DataConfig()
     with tempfile.TemporaryDirectory(prefix="tunesmith-data-") as tmp:
@@ -201,19 +211,11 @@ def load_training_examples(
 def _read_texts(path: Path) -> list[str]:
     if not path.is_file():
         return []
-    texts = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                texts.append(json.loads(line)["text"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise DataError(
-                    f"{path} line {number} is not a JSON object with a 'text' field; "
-                    "rerun `tunesmith data` to rebuild it"
-                ) from None
-    return texts
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {path} ({e}); rerun `tunesmith data` to rebuild it") from None
+    return [e.text for e in parse_data_run(text, str(path))]
 
 
 def _write_jsonl(path: Path, examples: list[Example]) -> None:

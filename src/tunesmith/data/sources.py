@@ -58,6 +58,11 @@ def read_sources(sources: list[str], config: DataConfig, download_dir: Path) -> 
     return files
 
 
+def is_data_run_folder(folder: Path) -> bool:
+    """Whether `folder` holds the outputs of `tunesmith data` (its train/val examples)."""
+    return (folder / "train.jsonl").is_file() and (folder / "stats.json").is_file()
+
+
 def expand_local(source: str) -> list[Path]:
     """The files a local SOURCE names: itself, a folder's data files, or a glob's matches."""
     path = Path(source).expanduser()
@@ -78,8 +83,8 @@ def expand_local(source: str) -> list[Path]:
 
 def _folder_files(folder: Path) -> list[Path]:
     # A data run's folder: read back its examples rather than data.txt and both splits twice.
-    if (folder / "train.jsonl").is_file() and (folder / "val.jsonl").is_file():
-        return [folder / "train.jsonl", folder / "val.jsonl"]
+    if is_data_run_folder(folder):
+        return [p for p in (folder / "train.jsonl", folder / "val.jsonl") if p.is_file()]
     files = []
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
@@ -108,11 +113,7 @@ def _load(
             f"cannot read {name}: {e.strerror or e}; check the file's permissions"
         ) from None
     filename = path.name
-    is_data_run = (
-        path.name in ("train.jsonl", "val.jsonl")
-        and (path.parent / "train.jsonl").is_file()
-        and (path.parent / "stats.json").is_file()
-    )
+    is_data_run = path.name in ("train.jsonl", "val.jsonl") and is_data_run_folder(path.parent)
     if data[:2] == b"\x1f\x8b":
         data = gunzip(data, name)
         if filename.lower().endswith((".gz", ".gzip")):
