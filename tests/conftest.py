@@ -35,7 +35,11 @@ def write_tiny_hf_model(folder: Path, seed: int = 0, safe: bool = True, **overri
     torch.manual_seed(seed)
     config = GPT2Config(**{**TINY_CONFIG, **overrides})
     model = GPT2LMHeadModel(config).eval()
-    model.save_pretrained(folder, safe_serialization=safe)
+    model.save_pretrained(folder)
+    if not safe:
+        # The legacy format (transformers 5 writes only safetensors): a pickled state dict.
+        (folder / "model.safetensors").unlink()
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
     write_gpt2_vocab(folder)
     return folder
 

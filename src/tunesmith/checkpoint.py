@@ -76,15 +76,19 @@ def _download_from_hub(repo_id: str) -> Path:
         RepositoryNotFoundError,
     )
 
+    cache_dir, offline = _hub_settings()
+
     def fetch(filename: str) -> Path | None:
         try:
-            return Path(hf_hub_download(repo_id, filename))
-        except EntryNotFoundError:
-            return None
-        except LocalEntryNotFoundError:
+            return Path(
+                hf_hub_download(repo_id, filename, cache_dir=cache_dir, local_files_only=offline)
+            )
+        except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError)
             # Offline (or the hub unreachable) and this file is not in the cache.
             if filename == "config.json":
                 raise
+            return None
+        except EntryNotFoundError:
             return None
 
     try:
@@ -127,6 +131,18 @@ def _download_from_hub(repo_id: str) -> Path:
     for name in (*TOKENIZER_FILES, "generation_config.json"):
         fetch(name)
     return folder
+
+
+def _hub_settings() -> tuple[str | None, bool]:
+    """The hub cache folder and offline switch as the environment says now: huggingface_hub
+    reads them once at import, which misses changes made by a host program (or a test)."""
+    from huggingface_hub import constants
+
+    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if not cache and os.environ.get("HF_HOME"):
+        cache = os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
+    env_offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return cache, env_offline or bool(constants.HF_HUB_OFFLINE)
 
 
 def read_config(folder: Path) -> GPT2Config:
