@@ -44,7 +44,7 @@ def test_seed_csv_matches_transformers(tokenizers, seed_csv):
         jokes = [row["Joke"] for row in csv.DictReader(f)]
     assert len(jokes) == 2950
     ours_ids = ours.encode_batch(jokes)
-    for joke, ids in zip(jokes, ours_ids):
+    for joke, ids in zip(jokes, ours_ids, strict=True):
         assert ids == ref.encode(joke), joke
 
 
