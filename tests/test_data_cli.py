@@ -34,7 +34,7 @@ def test_seed_csv_run(workspace, seed_csv, capsys, gpt2_vocab_dir):
     assert "Read 2,950 examples from" in out and "column 'Joke'" in out
     for label, count in [("read", "2,950"), ("duplicate", "2"), ("kept", "2,948")]:
         assert any(line.split() == [label, count] for line in out.splitlines()), label
-    assert "Tokens" in out and "over 1,024" in out and "Longest examples (tokens)" in out
+    assert "Tokens" in out and "(1,024 tokens)" in out and "Longest examples (tokens)" in out
     run_dir = workspace / "runs" / "1"
     assert outputs(run_dir) == OUTPUTS
     assert len((run_dir / "data.txt").read_text().splitlines()) == 2948
@@ -109,7 +109,7 @@ def test_default_gpt2_tokenizer_from_the_cache(workspace, hub, capsys):
     assert main(["data", "d.txt", "--val-fraction", "0"]) == 0
     out, err = capsys.readouterr()
     assert "warning" not in err
-    assert "Tokens (gpt2)" in out and "over 128" in out  # the tiny model's context
+    assert "Tokens (gpt2)" in out and "(128 tokens)" in out  # the tiny model's context
     stats = json.loads((workspace / "runs" / "1" / "stats.json").read_text())
     assert stats["tokens"]["total"] == 2 and stats["context"] == 128
 

@@ -47,7 +47,7 @@ def test_seed_token_stats_with_a_tokenizer_folder(tmp_path, seed_csv, gpt2_vocab
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["tokens"]["total"] == sum(lengths) and stats["over_context"] > 0
     report = format_report(result)
-    assert f"{sum(lengths):,}" in report and "over 30" in report and "p95" in report
+    assert f"{sum(lengths):,}" in report and "(30 tokens)" in report and "p95" in report
     assert report.count("onelinefun.csv:") == 3  # the three longest examples
 
 

@@ -50,6 +50,7 @@ class DataResult:
     over_context: int | None = None
     longest: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # written into output_dir
 
     @property
     def dropped_total(self) -> int:
@@ -170,6 +171,8 @@ def prepare_data(sources: list[str], config: DataConfig | None, output_dir: Path
     stats = {**result.to_dict(), "config": config.to_dict()}
     _write_atomic(output_dir / STATS_JSON, json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
     _write_atomic(output_dir / DATA_TXT, "".join(one_line(t) + "\n" for t in texts))
+    result.files = [DATA_TXT, TRAIN_JSONL, VAL_JSONL, STATS_JSON, HISTOGRAM_PNG]
+    result.files += [info.kept for info in infos if info.kept]
     return result
 
 

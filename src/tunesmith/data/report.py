@@ -126,8 +126,7 @@ def format_report(result: DataResult, width: int = 100) -> str:
         lines.append(f"  {'total':<16}{result.tokens.total:>10,}")
         lines.append(f"  {'per example':<16}{_spread(result.tokens)}")
         lines.append(
-            f"  {f'over {result.context:,}':<16}{result.over_context:>10,}"
-            + ("  (longer than the model's context)" if result.over_context else "")
+            f"  {'over context':<16}{result.over_context:>10,}  ({result.context:,} tokens)"
         )
     if result.longest:
         unit = "tokens" if result.tokens is not None else "chars"
@@ -136,6 +135,8 @@ def format_report(result: DataResult, width: int = 100) -> str:
             where = f"{Path(item['source']).name}:{item['row']}"
             prefix = f"  {item['length']:>8,}  {where}  "
             lines.append(prefix + _truncate(item["text"], max(20, width - len(prefix))))
+    if result.files:
+        lines.append(f"Wrote {', '.join(result.files)} to {result.output_dir}")
     return "\n".join(lines)
 
 
