@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     except TunesmithError as e:
         print(f"tunesmith: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("tunesmith: interrupted", file=sys.stderr)
-        return 130
+        return getattr(e, "exit_code", 130)  # 143 when it was a SIGTERM
     except BrokenPipeError:
         return 0
