@@ -13,16 +13,6 @@ from tunesmith.runs import open_workspace
 OUTPUTS = {"data.txt", "train.jsonl", "val.jsonl", "stats.json", "lengths.png"}
 
 
-@pytest.fixture()
-def hub(offline_hub, monkeypatch):
-    """`offline_hub`, also for a huggingface_hub imported before its environment was set."""
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(offline_hub / "hub"))
-    return offline_hub
-
-
 def outputs(folder) -> set[str]:
     return {p.name for p in folder.iterdir() if not p.name.startswith(".")}
 
@@ -104,7 +94,7 @@ def test_missing_tokenizer_warns_and_succeeds(workspace, tmp_path, capsys):
     assert open_workspace(workspace).get(1).status == "succeeded"
 
 
-def test_default_gpt2_tokenizer_from_the_cache(workspace, hub, capsys):
+def test_default_gpt2_tokenizer_from_the_cache(workspace, offline_hub, capsys):
     (workspace / "d.txt").write_text("Hello world\n")
     assert main(["data", "d.txt", "--val-fraction", "0"]) == 0
     out, err = capsys.readouterr()

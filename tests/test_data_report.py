@@ -11,16 +11,6 @@ from tunesmith.data.report import LengthStats, token_lengths
 from tunesmith.tokenizer import GPT2Tokenizer
 
 
-@pytest.fixture()
-def hub(offline_hub, monkeypatch):
-    """`offline_hub`, also for a huggingface_hub imported before its environment was set."""
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(offline_hub / "hub"))
-    return offline_hub
-
-
 def test_token_lengths_match_encode(gpt2_vocab_dir):
     tok = GPT2Tokenizer.from_folder(gpt2_vocab_dir)
     texts = ["Hello world", "A much longer sentence, with punctuation!", "x"] * 700
@@ -51,7 +41,7 @@ def test_seed_token_stats_with_a_tokenizer_folder(tmp_path, seed_csv, gpt2_vocab
     assert report.count("onelinefun.csv:") == 3  # the three longest examples
 
 
-def test_tokenizer_gpt2_from_the_hub_cache_sets_the_context(tmp_path, hub):
+def test_tokenizer_gpt2_from_the_hub_cache_sets_the_context(tmp_path, offline_hub):
     src = tmp_path / "d.txt"
     src.write_text("Hello world\nsecond line here\n")
     result = prepare_data([str(src)], DataConfig(), tmp_path / "out")

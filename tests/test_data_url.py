@@ -143,3 +143,17 @@ def test_load_training_examples_from_a_url(server):
     url, _ = server
     train, val = load_training_examples(f"{url}/onelinefun.csv")
     assert len(train) + len(val) == 2948 and len(val) == 147
+
+
+def test_cli_url_run_keeps_the_download_and_fails_cleanly(workspace, server, capsys):
+    from tunesmith.cli import main
+    from tunesmith.runs import open_workspace
+
+    url, _ = server
+    assert main(["data", f"{url}/onelinefun.csv", "--tokenizer", "none"]) == 0
+    assert (workspace / "runs" / "1" / "source" / "onelinefun.csv").is_file()
+    assert main(["data", f"{url}/gone.csv", "--tokenizer", "none"]) == 1
+    err = capsys.readouterr().err
+    assert f"tunesmith: error: cannot download {url}/gone.csv: HTTP 404" in err
+    run = open_workspace(workspace).get(2)
+    assert run.status == "failed" and not (workspace / "runs" / "2" / "data.txt").exists()
