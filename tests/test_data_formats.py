@@ -200,3 +200,9 @@ def test_a_data_run_folder_keeps_the_original_rows(tmp_path):
     assert result.kept == 3 and [s.column for s in result.sources] == ["text", "text"]
     rows = sorted((r["row"], r["line"], r["source"]) for r in jsonl(out / "train.jsonl"))
     assert rows == [(1, 2, str(src)), (2, 3, str(src)), (3, 4, str(src))]
+
+
+def test_tsv_with_bare_quotes_in_the_text(tmp_path):
+    src = write(tmp_path / "d.tsv", 'id\ttext\n1\t"Hi," she said\n2\tquoted "word" here\n')
+    result, out = prepare(tmp_path, [src])
+    assert (out / "data.txt").read_text() == '"Hi," she said\nquoted "word" here\n'

@@ -144,7 +144,7 @@ def _json_or_jsonl(text: str) -> str:
         return "json"
     except json.JSONDecodeError:
         pass
-    first = next((line for line in text.split("\n") if line.strip()), "")
+    first = text.lstrip().split("\n", 1)[0]
     try:
         json.loads(first)
         return "jsonl"
@@ -155,7 +155,7 @@ def _json_or_jsonl(text: str) -> str:
 def csv_delimiter(text: str) -> str:
     """A comma when the header has several comma-separated names, else what the sniffer finds
     (so that prose with semicolons in a one-column file does not split it)."""
-    header = next((line for line in text.split("\n") if line.strip()), "")
+    header = next((line for line in text[:65536].split("\n") if line.strip()), "")
     sniffed = sniff_delimiter(text, default=None)
     for delimiter in dict.fromkeys([",", sniffed or ",", "\t", ";", "|"]):
         try:

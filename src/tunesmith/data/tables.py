@@ -38,8 +38,29 @@ def parse_csv(
     text: str, name: str, delimiter: str, column: str | None
 ) -> tuple[list[Example], str]:
     """One example per data row from the chosen column; the first row is the header."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    rows: list[tuple[int, list[str]]] = []  # (line the row starts on, fields)
+    try:
+        header, rows = _read_rows(text, name, delimiter, csv.QUOTE_MINIMAL)
+    except DataError:
+        if delimiter != "\t":
+            raise
+        # TSV files often hold bare quotes in their text (`"Hi," she said`): read them as text.
+        header, rows = _read_rows(text, name, delimiter, csv.QUOTE_NONE)
+    index = choose_field(header, [r for _, r in rows[:SAMPLE_ROWS]], column, name, "column")
+    examples = [
+        Example(row[index] if index < len(row) else "", name, number, line)
+        for number, (line, row) in enumerate(rows, start=1)
+    ]
+    return examples, header[index]
+
+
+def _read_rows(
+    text: str, name: str, delimiter: str, quoting: int
+) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and the data rows, each with the line it starts on; blank lines skipped."""
+    reader = csv.reader(
+        io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True
+    )
+    rows: list[tuple[int, list[str]]] = []
     header: list[str] | None = None
     while True:
         start = reader.line_num + 1
@@ -57,12 +78,7 @@ def parse_csv(
             rows.append((start, row))
     if header is None:
         raise DataError(f"{name} is empty; pass a file with a header row and data rows")
-    index = choose_field(header, [r for _, r in rows[:SAMPLE_ROWS]], column, name, "column")
-    examples = [
-        Example(row[index] if index < len(row) else "", name, number, line)
-        for number, (line, row) in enumerate(rows, start=1)
-    ]
-    return examples, header[index]
+    return header, rows
 
 
 def _csv_error(e: csv.Error, name: str, start: int, end: int) -> DataError:
