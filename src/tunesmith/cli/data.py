@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from tunesmith.cli._common import add_run_options, run_for
 from tunesmith.data import DataConfig, format_report, prepare_data
@@ -27,20 +28,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     read.add_argument("--column", metavar="NAME", help="CSV/TSV column holding the text")
     read.add_argument("--field", metavar="NAME", help="JSON/JSONL field holding the text (a.b)")
     read.add_argument(
-        "--split", choices=SPLITS, default="lines", help="plain text: one example per ..."
+        "--split",
+        choices=SPLITS,
+        default="lines",
+        help="plain text: one example per line (default), paragraph or file",
     )
     read.add_argument("--encoding", default="utf-8", help="text encoding (default: utf-8)")
     read.add_argument(
         "--errors", choices=ERROR_MODES, default="strict", help="what to do with undecodable bytes"
     )
-    read.add_argument("--max-download-mb", type=float, default=200.0, metavar="MB")
-    read.add_argument("--timeout", type=float, default=30.0, metavar="S", help="per download try")
-    read.add_argument("--retries", type=int, default=3, metavar="N", help="download retries")
+    read.add_argument(
+        "--max-download-mb",
+        type=float,
+        default=200.0,
+        metavar="MB",
+        help="refuse larger downloads (default: 200)",
+    )
+    read.add_argument(
+        "--timeout", type=float, default=30.0, metavar="S", help="seconds per download try"
+    )
+    read.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        metavar="N",
+        help="download retries on connection errors and 5xx (default: 3)",
+    )
     clean = p.add_argument_group("cleaning and splitting")
-    clean.add_argument("--min-chars", type=int, default=1, metavar="N")
-    clean.add_argument("--max-chars", type=int, metavar="N")
-    clean.add_argument("--val-fraction", type=float, default=0.05, metavar="F")
-    clean.add_argument("--seed", type=int, default=0, help="seed of the validation split")
+    clean.add_argument(
+        "--min-chars", type=int, default=1, metavar="N", help="drop shorter examples (default: 1)"
+    )
+    clean.add_argument("--max-chars", type=int, metavar="N", help="drop longer examples")
+    clean.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.05,
+        metavar="F",
+        help="share held out for validation (default: 0.05)",
+    )
+    clean.add_argument(
+        "--seed", type=int, default=0, help="seed of the validation split (default: 0)"
+    )
     stats = p.add_argument_group("token statistics")
     stats.add_argument(
         "--tokenizer",
@@ -77,11 +105,8 @@ def run_data(args: argparse.Namespace) -> int:
     params = {"sources": args.sources, **config.to_dict()}
     with run_for(args, "data", params, output_dir=args.output_dir) as run:
         sources = [run.use(s) for s in args.sources]
-        tokenizer = config.tokenizer
-        if tokenizer is not None and tokenizer.startswith("runs/"):
-            from dataclasses import replace
-
-            config = replace(config, tokenizer=run.use(tokenizer))
+        if config.tokenizer is not None:
+            config = replace(config, tokenizer=run.use(config.tokenizer))
         result = prepare_data(sources, config, run.dir)
         for warning in result.warnings:
             print(f"tunesmith: warning: {warning}", file=sys.stderr)
