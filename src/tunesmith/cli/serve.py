@@ -1,0 +1,105 @@
+"""`tunesmith serve`: an OpenAI-compatible completion server for a model or run, as a run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from tunesmith.cli._common import add_run_options, run_for
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a model over an OpenAI-compatible HTTP API",
+        description=(
+            "Serve a model over HTTP as OpenAI's /v1/completions, /v1/models and /health "
+            "(point any OpenAI client at the printed URL). Ctrl-C stops it."
+        ),
+    )
+    p.add_argument("--model", default="gpt2", help="hub id, model folder, or run (runs/N) to serve")
+    p.add_argument("--name", help="model name clients send and see (default: the --model value)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("TUNESMITH_API_KEY"),
+        help="require `Authorization: Bearer KEY` on every request "
+        "(default: $TUNESMITH_API_KEY; the key is never recorded with the run)",
+    )
+    p.add_argument("--max-batch-size", type=int, default=16, help="sequences decoded together")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request size limit")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    add_run_options(p)
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from tunesmith.generate import TextGenerator
+    from tunesmith.runs import is_run_reference
+    from tunesmith.runs.references import Reference
+    from tunesmith.serve import RequestLog, ServerConfig, serve
+
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or None,
+        max_batch_size=args.max_batch_size,
+        timeout=args.timeout,
+        max_body_bytes=args.max_body_bytes,
+    )
+    params = {
+        k: v for k, v in vars(args).items() if k not in ("handler", "command_line", "api_key")
+    }
+    params["api_key"] = config.api_key is not None
+    args.command_line = _without_key(args.command_line)
+    with run_for(args, "serve", params) as run:
+        source, name = args.model, args.name or args.model
+        if is_run_reference(args.model):
+            resolved = run.resolve_use(args.model)
+            source = str(resolved.path)
+            # runs/last would name another run tomorrow: clients see the run's number
+            name = args.name or str(Reference(resolved.run_id, resolved.reference.subpath))
+        generator = TextGenerator.load(source, device=args.device, dtype=args.dtype)
+        log = RequestLog(run.dir / "requests.jsonl" if run.enabled else None)
+        totals = serve(generator, config, name, log, on_ready=_announce)
+        run.final_metrics.update(totals)
+        n = totals["requests"]
+        run.set_summary(
+            f"served {name}: {n} request{'s' * (n != 1)}, "
+            f"{totals['completion_tokens']} tokens generated"
+        )
+    return 0
+
+
+def _announce(server) -> None:
+    if server.config.host not in LOOPBACK and server.config.api_key is None:
+        print(
+            f"warning: listening on {server.config.host} without --api-key: anyone who can "
+            "reach this machine can use the model",
+            file=sys.stderr,
+        )
+    print(f"serving {server.model_name} at {server.url} (Ctrl-C stops)", flush=True)
+
+
+def _without_key(argv: list[str]) -> list[str]:
+    """The command line as recorded with the run, with the API key's value masked
+    (argparse also takes an abbreviation such as --api-k)."""
+    out, mask_next = [], False
+    for arg in argv:
+        option, eq, _ = arg.partition("=")
+        is_key = len(option) > 2 and "--api-key".startswith(option)
+        if mask_next:
+            out.append("***")
+            mask_next = False
+        elif is_key and eq:
+            out.append(f"{option}=***")
+        else:
+            out.append(arg)
+            mask_next = is_key
+    return out

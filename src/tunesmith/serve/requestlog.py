@@ -1,0 +1,60 @@
+"""The request log: one JSON line per request (into the run folder), one access line on
+stderr, and the running totals a run records as its metrics."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import Any, TextIO
+
+
+class RequestLog:
+    """Thread-safe: every HTTP thread records into the same log."""
+
+    def __init__(self, path: str | Path | None = None, echo: TextIO | None = None):
+        self.path = Path(path) if path is not None else None
+        self._echo = echo
+        self._lock = threading.Lock()
+        self._file = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")
+        self.requests = self.errors = self.prompt_tokens = self.completion_tokens = 0
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """entry: time, method, path, status, latency_s, and for completions the token counts."""
+        line = json.dumps(entry, ensure_ascii=False)
+        with self._lock:
+            self.requests += 1
+            self.errors += entry["status"] >= 400
+            self.prompt_tokens += entry.get("prompt_tokens", 0)
+            self.completion_tokens += entry.get("completion_tokens", 0)
+            if self._file is not None and not self._file.closed:
+                self._file.write(line + "\n")
+                self._file.flush()
+            echo = self._echo if self._echo is not None else sys.stderr
+            print(_access_line(entry), file=echo, flush=True)
+
+    def totals(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "errors": self.errors,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+            }
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+
+
+def _access_line(e: dict[str, Any]) -> str:
+    tokens = ""
+    if "prompt_tokens" in e:
+        tokens = f" {e['prompt_tokens']}+{e['completion_tokens']} tokens"
+    error = f" ({e['error']})" if e.get("error") else ""
+    return f"{e['method']} {e['path']} {e['status']}{tokens} {e['latency_s']:.3f}s{error}"
