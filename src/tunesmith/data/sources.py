@@ -23,6 +23,7 @@ from tunesmith.errors import DataError
 # Extensions a folder is searched for; explicit files and globs may have any extension.
 DATA_EXTENSIONS = (".csv", ".tsv", ".tab", ".json", ".jsonl", ".ndjson", ".txt", ".text", ".md")
 RETRY_BACKOFF_S = 1.0  # doubled after each failed try
+RETRY_STATUSES = (408, 429)  # besides 5xx: worth another try; other 4xx are not
 CHUNK = 64 * 1024
 
 
@@ -147,20 +148,20 @@ def url_filename(url: str) -> str:
 def download(url: str, dest_dir: Path, config: DataConfig) -> tuple[Path, str | None]:
     """Fetch `url` into `dest_dir` with a progress bar, timeout, retries and a size limit."""
     dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / url_filename(url)
-    n = 2
-    while dest.exists():
-        dest = dest_dir / f"{Path(url_filename(url)).stem}-{n}{Path(url_filename(url)).suffix}"
-        n += 1
+    base = Path(url_filename(url))
+    dest, n = dest_dir / base.name, 2
+    while dest.exists():  # two URLs with the same file name
+        dest, n = dest_dir / f"{base.stem}-{n}{base.suffix}", n + 1
     tries = config.retries + 1
     for attempt in range(1, tries + 1):
         try:
             return dest, _fetch(url, dest, config)
         except urllib.error.HTTPError as e:
-            if e.code < 500 or attempt == tries:
+            retryable = e.code >= 500 or e.code in RETRY_STATUSES
+            if not retryable or attempt == tries:
                 raise DataError(
                     f"cannot download {url}: HTTP {e.code} {e.reason}"
-                    + (f" (after {tries} tries)" if e.code >= 500 else "")
+                    + (f" (after {tries} tries)" if retryable else "")
                     + "; check the URL"
                 ) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
