@@ -94,11 +94,18 @@ class Batcher:
         self._waiting: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._closing = False
+        self._decoding: list[_Item] = []  # the batch on the model now
         self._thread = threading.Thread(target=self._work, name="tunesmith-model", daemon=True)
 
     def start(self) -> Batcher:
         self._thread.start()
         return self
+
+    @property
+    def waiting(self) -> int:
+        """Sequences waiting for the model."""
+        with self._cond:
+            return len(self._waiting)
 
     def submit(self, requests: list[Request], timeout: float) -> Job:
         job = Job(requests, time.monotonic() + timeout)
@@ -113,7 +120,7 @@ class Batcher:
         """Stop the worker: the batch being decoded is abandoned, waiting jobs fail."""
         with self._cond:
             self._closing = True
-            dropped = list(self._waiting)
+            dropped = list(self._waiting) + self._decoding
             self._waiting.clear()
             self._cond.notify()
         for item in dropped:
@@ -145,6 +152,7 @@ class Batcher:
                 item = self._waiting.popleft()
                 if not item.job.done:  # cancelled or past its deadline: its reader is gone
                     batch.append(item)
+            self._decoding = batch
             return batch
 
     def _live_waiting(self) -> bool:
@@ -173,10 +181,7 @@ class Batcher:
             for item, f in zip(batch, finished, strict=True):
                 if not f:
                     item.job._put(error)
-            return
         finally:
             stream.close()
-        if self._closing:
-            for item, f in zip(batch, finished, strict=True):
-                if not f:
-                    item.job._put(_shutting_down())
+            with self._cond:
+                self._decoding = []

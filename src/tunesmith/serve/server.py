@@ -179,17 +179,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._entry["path"] = path
         self._body_read = method in ("GET", "DELETE") and not self.headers.get("Content-Length")
         try:
-            self._check_key(app.config.api_key)
-            self._route(app, method, path)
-        except APIError as e:
-            self._entry.update(status=e.status, error=e.message)
-            self._send_json(e.status, e.body(), _allow(path) if e.status == 405 else None)
+            try:
+                self._check_key(app.config.api_key)
+                self._route(app, method, path)
+            except APIError as e:
+                self._entry.update(status=e.status, error=e.message)
+                self._send_json(e.status, e.body(), _allow(path) if e.status == 405 else None)
         except (BrokenPipeError, ConnectionResetError):
             self._entry.setdefault("status", 499)  # the client went away
             self.close_connection = True
         finally:
             if not self._body_read:
                 self.close_connection = True  # unread bytes would be taken for the next request
+                self._discard_body(4 * app.config.max_body_bytes)
             app._busy(-1)
             if path != "/health":
                 self._entry["latency_s"] = round(time.monotonic() - started, 4)
@@ -251,6 +253,20 @@ class _Handler(BaseHTTPRequestHandler):
             raise ConnectionResetError("the client sent less than its Content-Length")
         self._body_read = True
         return body
+
+    def _discard_body(self, cap: int) -> None:
+        """Read a refused body (up to cap bytes) before the connection closes: closing a
+        socket with unread data resets it, and the client could lose our answer."""
+        try:
+            left = min(int(self.headers.get("Content-Length") or 0), cap)
+            self.connection.settimeout(1.0)
+            while left > 0:
+                data = self.rfile.read1(min(left, 1 << 16))
+                if not data:
+                    return
+                left -= len(data)
+        except (OSError, ValueError):
+            pass
 
     def _complete(self, app: CompletionServer) -> None:
         body = self._read_body(app.config.max_body_bytes)
