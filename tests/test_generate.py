@@ -10,7 +10,7 @@ from tunesmith.generate import GenerationConfig, TextGenerator
 
 @pytest.fixture(scope="module")
 def generator(tiny_model_dir):
-    return TextGenerator.load(str(tiny_model_dir), device="cpu")
+    return TextGenerator.load(str(tiny_model_dir), device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="module")

@@ -27,15 +27,30 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """auto: bfloat16 on GPUs that support it, float32 elsewhere (exact, and what the CPU
-    tests compare against `transformers` in)."""
+    """The number format for inference. auto: bfloat16 on GPUs that support it and on CPUs
+    with native bfloat16 instructions (decoding one token reads every weight, so half the bytes
+    is nearly twice the speed); float32 elsewhere, where bfloat16 would be emulated and slow.
+    float32 is exact against `transformers`."""
     if name == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     if name not in DTYPES:
         raise UsageError(f"unknown dtype {name!r}; use auto, {', '.join(DTYPES)}")
     return DTYPES[name]
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX, read from /proc/cpuinfo (Linux); False where it can't be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
 
 
 def use_all_cores() -> None:

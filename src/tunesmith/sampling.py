@@ -21,23 +21,7 @@ def apply_repetition_penalty(
     return torch.where(seen, penalized, logits)
 
 
-def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    if k <= 0 or k >= logits.shape[-1]:
-        return logits
-    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-
-def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Keep the smallest set of tokens whose probability adds up to at least p."""
-    if p >= 1.0:
-        return logits
-    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-    # Drop a token when the tokens before it already reach p; the top token always stays.
-    drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= p
-    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-    return logits.masked_fill(drop, float("-inf"))
+NUCLEUS_PROBE = 1024  # top-p looks here first
 
 
 def sample(
@@ -47,14 +31,40 @@ def sample(
     top_k: int = 0,
     top_p: float = 1.0,
 ) -> torch.Tensor:
-    """Next tokens (B,) from logits (B, vocab); temperature 0 means greedy."""
+    """Next tokens (B,) from logits (B, vocab); temperature 0 means greedy.
+
+    Candidates are kept in descending order and sampled there, so no mask is scattered back
+    over the vocabulary, and a full sort happens only when the nucleus is not within the top
+    NUCLEUS_PROBE tokens (on a small busy CPU a 50k sort costs more than a model step).
+    """
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
-    logits = top_p_filter(top_k_filter(logits, top_k), top_p)
-    cdf = logits.softmax(dim=-1).cumsum(dim=-1)
+    vocab = logits.shape[-1]
+    if 0 < top_k < vocab:
+        values, order = torch.topk(logits, top_k, dim=-1)  # sorted, descending
+        log_total = values.logsumexp(dim=-1, keepdim=True)  # renormalised over the top k
+    elif top_p < 1.0:
+        log_total = logits.logsumexp(dim=-1, keepdim=True)
+        values, order = torch.topk(logits, min(vocab, NUCLEUS_PROBE), dim=-1)
+        if ((values - log_total).exp().sum(dim=-1) < top_p).any():
+            values, order = torch.sort(logits, descending=True, dim=-1)
+    else:
+        values, order = logits, None
+        log_total = logits.logsumexp(dim=-1, keepdim=True)
+    probs = (values - log_total).exp()
+    cdf = probs.cumsum(dim=-1)
     # Inverse-CDF sampling with one uniform draw per row from that row's own generator.
     u = torch.stack([torch.rand((), generator=g) for g in generators]).to(cdf.device)
-    u = u * cdf[:, -1]
-    tokens = torch.searchsorted(cdf, u[:, None]).squeeze(-1)
-    return tokens.clamp_(max=logits.shape[-1] - 1)
+    if top_p < 1.0:
+        # The nucleus: the fewest top tokens whose probability reaches top_p (at least one).
+        kept = ((cdf - probs) < top_p).sum(dim=-1).clamp(min=1)
+        mass = cdf.gather(-1, (kept - 1)[:, None]).squeeze(-1)
+        picks = torch.searchsorted(cdf, (u * mass)[:, None]).squeeze(-1)
+        picks = torch.minimum(picks, kept - 1)
+    else:
+        picks = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(-1)
+        picks = picks.clamp(max=cdf.shape[-1] - 1)
+    if order is None:
+        return picks
+    return order.gather(-1, picks[:, None]).squeeze(-1)
