@@ -89,8 +89,11 @@ def train(t: Trainer, state: TrainState, best_weights: dict | None = None) -> Tr
     if state.step == 0 and not state.history:
         val = evaluate(t)
         state.val_before = val
-        _record(t, state, {"val_loss": val, "val_ppl": perplexity(val)}, note="before training")
+        if val is not None:
+            _record(t, state, {"val_loss": val, "val_ppl": perplexity(val)}, note="before training")
         state.best_val, state.best_step = val, 0
+        if cfg.early_stop and val is not None:
+            best_weights = _keep_best(t, state)
     bar = tqdm(
         total=t.total_steps,
         initial=state.step,
@@ -145,7 +148,12 @@ def train(t: Trainer, state: TrainState, best_weights: dict | None = None) -> Tr
                     best_weights = _evaluate_and_track(t, state, best_weights)
                 if cfg.sample_every and (state.step % cfg.sample_every == 0 or last):
                     _write_samples(t, state)
-                if (cfg.save_every and state.step % cfg.save_every == 0) or epoch_end or last:
+                if (
+                    (cfg.save_every and state.step % cfg.save_every == 0)
+                    or epoch_end
+                    or last
+                    or state.stopped_early
+                ):
                     save(t, state)
                 if state.stopped_early:
                     break
@@ -232,11 +240,7 @@ def _evaluate_and_track(t: Trainer, state: TrainState, best_weights: dict | None
     if state.best_val is None or val < state.best_val:
         state.best_val, state.best_step, state.bad_evals = val, state.step, 0
         if cfg.early_stop:
-            best_weights = {
-                n: p.detach().clone() for n, p in t.model.named_parameters() if p.requires_grad
-            }
-            if t.is_main:
-                ckpt.save_best(t.run.dir, t.model, {"step": state.step, "val_loss": val})
+            best_weights = _keep_best(t, state)
     else:
         state.bad_evals += 1
         if cfg.early_stop and state.bad_evals >= cfg.early_stop:
@@ -244,6 +248,13 @@ def _evaluate_and_track(t: Trainer, state: TrainState, best_weights: dict | None
             note = f"early stop: no improvement in {state.bad_evals} evaluations"
     _record(t, state, {"val_loss": val, "val_ppl": perplexity(val)}, note=note)
     return best_weights
+
+
+def _keep_best(t: Trainer, state: TrainState) -> dict[str, torch.Tensor]:
+    """A copy of the best weights so far, in memory and (for --resume) on disk."""
+    if t.is_main:
+        ckpt.save_best(t.run.dir, t.model, {"step": state.step, "val_loss": state.best_val})
+    return {n: p.detach().clone() for n, p in t.model.named_parameters() if p.requires_grad}
 
 
 def _record(t: Trainer, state: TrainState, values: dict, note: str = "") -> None:
