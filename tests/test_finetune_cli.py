@@ -1,0 +1,147 @@
+"""`tunesmith finetune` as a recorded run, and every bad input it must refuse cleanly."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+
+import pytest
+
+from tunesmith.cli import main
+from tunesmith.runs import open_workspace
+from tunesmith.train import checkpoints as ckpt
+
+FAST = ["--batch-size", "4", "--samples", "1", "--sample-tokens", "6", "--report-samples", "3",
+        "--no-progress", "--dropout", "0"]  # fmt: skip
+
+
+@pytest.fixture()
+def jokes_csv(tmp_path):
+    path = tmp_path / "jokes.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["ID", "Joke"])
+        for i in range(40):
+            w.writerow([i, f"Joke number {i}: why did the chicken cross road {i}? To get away."])
+    return path
+
+
+def _status(ws, run_id):
+    return open_workspace(ws).get(run_id).status
+
+
+def test_finetune_run_writes_model_metrics_plot_and_report(workspace, tiny_model_dir, jokes_csv,
+                                                           capsys):  # fmt: skip
+    code = main(["finetune", "--model", str(tiny_model_dir), "--data", str(jokes_csv),
+                 "--max-steps", "4", "--sample-every", "2", "--save-every", "2", *FAST])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr()
+    assert "Quality report" in out.out and "validation perplexity" in out.out
+    run = workspace / "runs" / "1"
+    for name in ("model/config.json", "model/model.safetensors", "model/generation_config.json",
+                 "model/tokenizer.json", "model/finetune_config.json", "finetune_config.json",
+                 "loss.png", "report.txt", "samples.jsonl"):  # fmt: skip
+        assert (run / name).is_file(), name
+    assert _status(workspace, 1) == "succeeded"
+    metrics = [json.loads(x) for x in (run / ".tunesmith" / "metrics.jsonl").read_text().split("\n")
+               if x]  # fmt: skip
+    assert metrics[0]["step"] == 0 and "val_loss" in metrics[0]
+    assert any("train_loss" in m for m in metrics)
+    stored = open_workspace(workspace).get(1)
+    assert stored.main_output == "model"
+    # runs/1 now names the model: generate-style loading works through the reference.
+    from tunesmith.checkpoint import load_checkpoint
+
+    load_checkpoint("runs/1")
+
+
+def test_resume_continues_an_interrupted_run(workspace, tiny_model_dir, jokes_csv, monkeypatch):
+    from tunesmith.train import loop
+
+    real = loop._step
+
+    def dies_at_step_3(t, indices, params, step):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real(t, indices, params, step)
+
+    monkeypatch.setattr(loop, "_step", dies_at_step_3)
+    args = ["finetune", "--model", str(tiny_model_dir), "--data", str(jokes_csv),
+            "--max-steps", "5", "--save-every", "2", *FAST]  # fmt: skip
+    assert main(args) == 130
+    assert _status(workspace, 1) == "interrupted"
+    monkeypatch.setattr(loop, "_step", real)
+    assert main(["finetune", "--resume", "runs/1", "--no-progress"]) == 0
+    assert _status(workspace, 2) == "succeeded"
+    log = (workspace / "runs" / "2" / ".tunesmith" / "log.txt").read_text()
+    assert "at step 2" in log
+    # Settings that would change the result are refused.
+    assert main(["finetune", "--resume", "runs/1", "--lr", "0.5"]) == 2
+    assert _status(workspace, 3) == "failed"
+
+
+def test_empty_data_fails_the_run_with_a_clear_message(workspace, tiny_model_dir, tmp_path,
+                                                       capsys):  # fmt: skip
+    empty = tmp_path / "empty.csv"
+    empty.write_text("ID,Joke\n")
+    code = main(["finetune", "--model", str(tiny_model_dir), "--data", str(empty), *FAST])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "error:" in err and ("no " in err or "empty" in err)
+    assert _status(workspace, 1) == "failed"
+
+
+def test_block_size_beyond_the_context_is_refused(workspace, tiny_model_dir, jokes_csv, capsys):
+    code = main(["finetune", "--model", str(tiny_model_dir), "--data", str(jokes_csv),
+                 "--block-size", "4096", *FAST])  # fmt: skip
+    assert code == 2
+    assert "larger than the model's context of 128" in capsys.readouterr().err
+    assert _status(workspace, 1) == "failed"
+
+
+@pytest.mark.parametrize(
+    "model, data, message",
+    [("/no/such/model", None, "does not exist"), (None, "runs/7", "no run 7")],
+    ids=["model", "data-run"],
+)
+def test_missing_model_or_run(workspace, tiny_model_dir, jokes_csv, capsys, model, data, message):
+    code = main(["finetune", "--model", model or str(tiny_model_dir),
+                 "--data", data or str(jokes_csv), *FAST])  # fmt: skip
+    assert code != 0
+    assert message in capsys.readouterr().err
+    assert _status(workspace, 1) == "failed"
+
+
+def test_bad_values_are_usage_errors(workspace, capsys):
+    assert main(["finetune", "--data", "x.csv", "--lr", "-1"]) == 2
+    assert "--lr must be positive" in capsys.readouterr().err
+    assert main(["finetune", "--data", "x.csv", "--lora-targets", "wte"]) == 2
+    assert main(["finetune", "--resume", "runs/9"]) != 0
+
+
+def test_a_full_disk_fails_the_run_and_keeps_earlier_checkpoints(workspace, tiny_model_dir,
+                                                                 jokes_csv, monkeypatch, capsys):  # fmt: skip
+    real = ckpt.save_file
+    calls = {"n": 0}
+
+    def fills_up(tensors, path, metadata=None):
+        calls["n"] += 1
+        if calls["n"] >= 2:
+            with open(path, "wb") as f:
+                f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(ckpt, "save_file", fills_up)
+    code = main(["finetune", "--model", str(tiny_model_dir), "--data", str(jokes_csv),
+                 "--max-steps", "6", "--save-every", "2", *FAST])  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "disk is full" in err and "step-0000002" in err
+    assert _status(workspace, 1) == "failed"
+    run = workspace / "runs" / "1"
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step-0000002"]
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+    monkeypatch.setattr(ckpt, "save_file", real)
+    assert main(["finetune", "--resume", "runs/1", "--no-progress"]) == 0
