@@ -12,8 +12,19 @@ from tunesmith.cli import main
 from tunesmith.runs import open_workspace
 from tunesmith.train import checkpoints as ckpt
 
-FAST = ["--batch-size", "4", "--samples", "1", "--sample-tokens", "6", "--report-samples", "3",
-        "--no-progress", "--dropout", "0"]  # fmt: skip
+FAST = [
+    "--batch-size",
+    "4",
+    "--samples",
+    "1",
+    "--sample-tokens",
+    "6",
+    "--report-samples",
+    "3",
+    "--no-progress",
+    "--dropout",
+    "0",
+]
 
 
 @pytest.fixture()
@@ -31,21 +42,45 @@ def _status(ws, run_id):
     return open_workspace(ws).get(run_id).status
 
 
-def test_finetune_run_writes_model_metrics_plot_and_report(workspace, tiny_model_dir, jokes_csv,
-                                                           capsys):  # fmt: skip
-    code = main(["finetune", "--model", str(tiny_model_dir), "--data", str(jokes_csv),
-                 "--max-steps", "4", "--sample-every", "2", "--save-every", "2", *FAST])  # fmt: skip
+def test_finetune_run_writes_model_metrics_plot_and_report(
+    workspace, tiny_model_dir, jokes_csv, capsys
+):
+    code = main(
+        [
+            "finetune",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(jokes_csv),
+            "--max-steps",
+            "4",
+            "--sample-every",
+            "2",
+            "--save-every",
+            "2",
+            *FAST,
+        ]
+    )
     assert code == 0
     out = capsys.readouterr()
     assert "Quality report" in out.out and "validation perplexity" in out.out
     run = workspace / "runs" / "1"
-    for name in ("model/config.json", "model/model.safetensors", "model/generation_config.json",
-                 "model/tokenizer.json", "model/finetune_config.json", "finetune_config.json",
-                 "loss.png", "report.txt", "samples.jsonl"):  # fmt: skip
+    for name in (
+        "model/config.json",
+        "model/model.safetensors",
+        "model/generation_config.json",
+        "model/tokenizer.json",
+        "model/finetune_config.json",
+        "finetune_config.json",
+        "loss.png",
+        "report.txt",
+        "samples.jsonl",
+    ):
         assert (run / name).is_file(), name
     assert _status(workspace, 1) == "succeeded"
-    metrics = [json.loads(x) for x in (run / ".tunesmith" / "metrics.jsonl").read_text().split("\n")
-               if x]  # fmt: skip
+    metrics = [
+        json.loads(x) for x in (run / ".tunesmith" / "metrics.jsonl").read_text().split("\n") if x
+    ]
     assert metrics[0]["step"] == 0 and "val_loss" in metrics[0]
     assert any("train_loss" in m for m in metrics)
     stored = open_workspace(workspace).get(1)
@@ -67,8 +102,18 @@ def test_resume_continues_an_interrupted_run(workspace, tiny_model_dir, jokes_cs
         return real(t, indices, params, step)
 
     monkeypatch.setattr(loop, "_step", dies_at_step_3)
-    args = ["finetune", "--model", str(tiny_model_dir), "--data", str(jokes_csv),
-            "--max-steps", "5", "--save-every", "2", *FAST]  # fmt: skip
+    args = [
+        "finetune",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(jokes_csv),
+        "--max-steps",
+        "5",
+        "--save-every",
+        "2",
+        *FAST,
+    ]
     assert main(args) == 130
     assert _status(workspace, 1) == "interrupted"
     monkeypatch.setattr(loop, "_step", real)
@@ -81,8 +126,7 @@ def test_resume_continues_an_interrupted_run(workspace, tiny_model_dir, jokes_cs
     assert _status(workspace, 3) == "failed"
 
 
-def test_empty_data_fails_the_run_with_a_clear_message(workspace, tiny_model_dir, tmp_path,
-                                                       capsys):  # fmt: skip
+def test_empty_data_fails_the_run_with_a_clear_message(workspace, tiny_model_dir, tmp_path, capsys):
     empty = tmp_path / "empty.csv"
     empty.write_text("ID,Joke\n")
     code = main(["finetune", "--model", str(tiny_model_dir), "--data", str(empty), *FAST])
@@ -93,8 +137,18 @@ def test_empty_data_fails_the_run_with_a_clear_message(workspace, tiny_model_dir
 
 
 def test_block_size_beyond_the_context_is_refused(workspace, tiny_model_dir, jokes_csv, capsys):
-    code = main(["finetune", "--model", str(tiny_model_dir), "--data", str(jokes_csv),
-                 "--block-size", "4096", *FAST])  # fmt: skip
+    code = main(
+        [
+            "finetune",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(jokes_csv),
+            "--block-size",
+            "4096",
+            *FAST,
+        ]
+    )
     assert code == 2
     assert "larger than the model's context of 128" in capsys.readouterr().err
     assert _status(workspace, 1) == "failed"
@@ -106,8 +160,16 @@ def test_block_size_beyond_the_context_is_refused(workspace, tiny_model_dir, jok
     ids=["model", "data-run"],
 )
 def test_missing_model_or_run(workspace, tiny_model_dir, jokes_csv, capsys, model, data, message):
-    code = main(["finetune", "--model", model or str(tiny_model_dir),
-                 "--data", data or str(jokes_csv), *FAST])  # fmt: skip
+    code = main(
+        [
+            "finetune",
+            "--model",
+            model or str(tiny_model_dir),
+            "--data",
+            data or str(jokes_csv),
+            *FAST,
+        ]
+    )
     assert code != 0
     assert message in capsys.readouterr().err
     assert _status(workspace, 1) == "failed"
@@ -120,8 +182,9 @@ def test_bad_values_are_usage_errors(workspace, capsys):
     assert main(["finetune", "--resume", "runs/9"]) != 0
 
 
-def test_a_full_disk_fails_the_run_and_keeps_earlier_checkpoints(workspace, tiny_model_dir,
-                                                                 jokes_csv, monkeypatch, capsys):  # fmt: skip
+def test_a_full_disk_fails_the_run_and_keeps_earlier_checkpoints(
+    workspace, tiny_model_dir, jokes_csv, monkeypatch, capsys
+):
     real = ckpt.save_file
     calls = {"n": 0}
 
@@ -134,8 +197,20 @@ def test_a_full_disk_fails_the_run_and_keeps_earlier_checkpoints(workspace, tiny
         return real(tensors, path, metadata=metadata)
 
     monkeypatch.setattr(ckpt, "save_file", fills_up)
-    code = main(["finetune", "--model", str(tiny_model_dir), "--data", str(jokes_csv),
-                 "--max-steps", "6", "--save-every", "2", *FAST])  # fmt: skip
+    code = main(
+        [
+            "finetune",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(jokes_csv),
+            "--max-steps",
+            "6",
+            "--save-every",
+            "2",
+            *FAST,
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "disk is full" in err and "step-0000002" in err

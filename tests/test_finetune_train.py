@@ -61,9 +61,14 @@ def test_loss_falls_on_the_seed_csv(tiny_model_dir, seed_csv, tmp_path):
 
 def test_overfitting_one_batch_drives_loss_near_zero(tiny_model_dir, tmp_path):
     cfg = _config(
-        tiny_model_dir, batch_size=2, lr=1e-2, max_steps=80, schedule="constant",
-        max_grad_norm=0.0, report_samples=0,
-    )  # fmt: skip
+        tiny_model_dir,
+        batch_size=2,
+        lr=1e-2,
+        max_steps=80,
+        schedule="constant",
+        max_grad_norm=0.0,
+        report_samples=0,
+    )
     finetune(cfg, output_dir=tmp_path, train_texts=JOKES[:2], val_texts=[])
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [r["train_loss"] for r in records if "train_loss" in r]
@@ -78,8 +83,14 @@ def test_saved_model_loads_in_transformers_with_identical_logits(tiny_model_dir,
     cfg = _config(tiny_model_dir, max_steps=3, lora=True, lora_targets=("c_attn", "c_fc"))
     result = finetune(cfg, output_dir=tmp_path, train_texts=JOKES, val_texts=JOKES[:2])
     folder = result.model_dir
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json",
-                 "finetune_config.json", "adapter/adapter_model.safetensors"):  # fmt: skip
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "generation_config.json",
+        "finetune_config.json",
+        "adapter/adapter_model.safetensors",
+    ):
         assert (folder / name).is_file(), name
     ours, _, _ = load_checkpoint(folder)
     theirs = GPT2LMHeadModel.from_pretrained(folder).eval()
@@ -88,8 +99,9 @@ def test_saved_model_loads_in_transformers_with_identical_logits(tiny_model_dir,
         torch.testing.assert_close(ours(x), theirs(x).logits, rtol=1e-5, atol=1e-5)
     # LoRA trained something, and the merged weights differ from the base model's.
     base, _, _ = load_checkpoint(tiny_model_dir)
-    assert not torch.equal(base.transformer.h[0].attn.c_attn.weight,
-                           ours.transformer.h[0].attn.c_attn.weight)  # fmt: skip
+    assert not torch.equal(
+        base.transformer.h[0].attn.c_attn.weight, ours.transformer.h[0].attn.c_attn.weight
+    )
     assert torch.equal(base.transformer.wte.weight, ours.transformer.wte.weight)
 
 
@@ -110,28 +122,46 @@ def _interrupt_after(monkeypatch, step: int):
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny_model_dir, tmp_path, monkeypatch,
-                                                        lora):  # fmt: skip
+def test_resume_after_a_kill_equals_an_uninterrupted_run(
+    tiny_model_dir, tmp_path, monkeypatch, lora
+):
     common = dict(
-        max_steps=9, save_every=2, eval_every=4, dropout=0.1, lora=lora, warmup=2,
-        grad_accum=2, report_samples=0,
-    )  # fmt: skip
+        max_steps=9,
+        save_every=2,
+        eval_every=4,
+        dropout=0.1,
+        lora=lora,
+        warmup=2,
+        grad_accum=2,
+        report_samples=0,
+    )
     texts = JOKES * 4  # 6 steps per epoch: the resumed run crosses an epoch end
-    whole = finetune(_config(tiny_model_dir, **common), output_dir=tmp_path / "whole",
-                     train_texts=texts, val_texts=JOKES[:2])  # fmt: skip
+    whole = finetune(
+        _config(tiny_model_dir, **common),
+        output_dir=tmp_path / "whole",
+        train_texts=texts,
+        val_texts=JOKES[:2],
+    )
 
     _interrupt_after(monkeypatch, 5)  # the last checkpoint is step 4
     with pytest.raises(_Killed):
-        finetune(_config(tiny_model_dir, **common), output_dir=tmp_path / "killed",
-                 train_texts=texts, val_texts=JOKES[:2])  # fmt: skip
+        finetune(
+            _config(tiny_model_dir, **common),
+            output_dir=tmp_path / "killed",
+            train_texts=texts,
+            val_texts=JOKES[:2],
+        )
     monkeypatch.undo()
     assert [p.name for p in list_checkpoints(tmp_path / "killed")] == [
-        "step-0000002", "step-0000004",
-    ]  # fmt: skip
+        "step-0000002",
+        "step-0000004",
+    ]
     resumed = finetune(
         _config(tiny_model_dir, **common, resume=str(tmp_path / "killed")),
-        output_dir=tmp_path / "resumed", train_texts=texts, val_texts=JOKES[:2],
-    )  # fmt: skip
+        output_dir=tmp_path / "resumed",
+        train_texts=texts,
+        val_texts=JOKES[:2],
+    )
     a, b = _weights(whole.model_dir), _weights(resumed.model_dir)
     assert a.keys() == b.keys()
     for k in a:
@@ -142,9 +172,14 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny_model_dir, tmp_pat
 def test_early_stop_keeps_the_best_weights(tiny_model_dir, tmp_path):
     # A huge learning rate makes validation loss rise after the first steps.
     cfg = _config(
-        tiny_model_dir, lr=0.5, max_steps=40, eval_every=1, early_stop=2, report_samples=0,
+        tiny_model_dir,
+        lr=0.5,
+        max_steps=40,
+        eval_every=1,
+        early_stop=2,
+        report_samples=0,
         schedule="constant",
-    )  # fmt: skip
+    )
     result = finetune(cfg, output_dir=tmp_path, train_texts=JOKES, val_texts=JOKES[:3])
     assert result.steps == 2  # two evaluations without improvement
     assert result.val_loss_after == result.val_loss_before  # step 0 was the best

@@ -22,9 +22,12 @@ def register(subparsers) -> None:
     )
     p.add_argument("--model", "-m", help="model to start from: hub id, folder or runs/N (gpt2)")
     p.add_argument("--data", "-d", help="a data run (runs/N) or any source `tunesmith data` reads")
-    p.add_argument("--packing", choices=("examples", "blocks"),
-                   help="examples: one example per sequence, length-bucketed (default); "
-                   "blocks: concatenate and cut --block-size chunks")  # fmt: skip
+    p.add_argument(
+        "--packing",
+        choices=("examples", "blocks"),
+        help="examples: one example per sequence, length-bucketed (default); "
+        "blocks: concatenate and cut --block-size chunks",
+    )
     p.add_argument("--block-size", type=int, help="max tokens per sequence (model's context)")
     g = p.add_argument_group("optimization")
     g.add_argument("--lr", type=float, help="peak learning rate (5e-5 full, 1e-3 LoRA)")
@@ -43,13 +46,20 @@ def register(subparsers) -> None:
     g.add_argument("--lora-rank", type=int, help="(8)")
     g.add_argument("--lora-alpha", type=float, help="(16)")
     g.add_argument("--lora-dropout", type=float, help="(0.05)")
-    g.add_argument("--lora-targets", nargs="+", metavar="LAYER",
-                   help="c_attn attn.c_proj c_fc mlp.c_proj (c_attn attn.c_proj)")  # fmt: skip
+    g.add_argument(
+        "--lora-targets",
+        nargs="+",
+        metavar="LAYER",
+        help="c_attn attn.c_proj c_fc mlp.c_proj (c_attn attn.c_proj)",
+    )
     g = p.add_argument_group("evaluation, samples and checkpoints")
     g.add_argument("--eval-every", type=int, help="steps between evaluations (each epoch end)")
-    g.add_argument("--early-stop", type=int, metavar="PATIENCE",
-                   help="stop after this many evaluations without improvement; keep "
-                   "the best")  # fmt: skip
+    g.add_argument(
+        "--early-stop",
+        type=int,
+        metavar="PATIENCE",
+        help="stop after this many evaluations without improvement; keep the best",
+    )
     g.add_argument("--sample-every", type=int, help="steps between samples written to the log")
     g.add_argument("--samples", type=int, help="samples each --sample-every (3)")
     g.add_argument("--sample-tokens", type=int, help="max tokens per sample (40)")
@@ -60,11 +70,13 @@ def register(subparsers) -> None:
     g = p.add_argument_group("devices")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="(auto)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--gradient-checkpointing", action="store_true",
-                   help="recompute activations in backward: less memory, ~30%% slower")  # fmt: skip
+    g.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute activations in backward: less memory, ~30%% slower",
+    )
     g.add_argument("--num-threads", type=int, help="CPU threads (physical cores)")
-    g.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="no progress bar")  # fmt: skip
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     g.add_argument("--nproc", type=int, help="processes per node (DistributedDataParallel)")
     g.add_argument("--nnodes", type=int, help="nodes (1)")
     g.add_argument("--node-rank", type=int, help="rank of this node (0)")

