@@ -4,7 +4,7 @@ Same model (the GPT-2 124M shape, random weights), same prompt, 70 new tokens, s
 (temperature 1, top-p 0.9, no early stop), at batch 1 and batch 8. Prints tokens/s for both
 and the ratio.
 
-    python benchmarks/generate.py [--device cpu|cuda] [--dtype float32|bfloat16] [--repeats 3]
+    python benchmarks/generate.py [--device cpu|cuda] [--repeats 3] [--batches 1,8]
 """
 
 from __future__ import annotations
@@ -77,42 +77,58 @@ def _sync(device) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", default="1,8")
     args = parser.parse_args()
 
-    from tunesmith.devices import resolve_device
+    from tunesmith.devices import resolve_device, resolve_dtype
+
+    device = resolve_device(args.device)
+    # Each library in its default format for the device (transformers: float32 on CPU; on GPU
+    # both bfloat16), plus tunesmith in float32 for a like-for-like row where they differ.
+    default = resolve_dtype("auto", device)
+    reference_dtype = torch.float32 if device.type == "cpu" else default
+    reference, ours = build_models(device, reference_dtype)
+    variants = {str(default).removeprefix("torch."): _generator(ours.to(default))}
+    if default != reference_dtype:
+        _, ours32 = build_models(device, reference_dtype)
+        variants[str(reference_dtype).removeprefix("torch.")] = _generator(ours32)
+
+    print(f"device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}; "
+          f"GPT-2 124M shape, {len(PROMPT_TOKENS)}-token prompt, {NEW_TOKENS} new tokens, "
+          f"top-p 0.9; median of {args.repeats}; transformers in "
+          f"{str(reference_dtype).removeprefix('torch.')}")
+    names = list(variants)
+    header = f"{'batch':>5}  {'transformers':>12}" + "".join(
+        f"  {'tunesmith ' + n:>18}  {'ratio':>6}" for n in names)
+    print(header + "   (tokens/s)")
+    for batch in (int(b) for b in args.batches.split(",")):
+        time_transformers(reference, batch, device)  # warm-up
+        for generator in variants.values():
+            time_tunesmith(generator, batch, device)
+        rates: dict[str, list[float]] = {"transformers": [], **{n: [] for n in names}}
+        for _ in range(args.repeats):  # interleaved, so load on the machine hits all alike
+            rates["transformers"].append(time_transformers(reference, batch, device))
+            for name, generator in variants.items():
+                rates[name].append(time_tunesmith(generator, batch, device))
+        hf = statistics.median(rates["transformers"])
+        row = f"{batch:>5}  {hf:>12.1f}"
+        for name in names:
+            ts = statistics.median(rates[name])
+            row += f"  {ts:>18.1f}  {ts / hf:>5.2f}x"
+        print(row, flush=True)
+
+
+def _generator(model):
+    """A TextGenerator around `model`; its tokenizer only decodes, so any GPT-2-sized
+    vocabulary works and the benchmark needs no download."""
+    from tokenizers import Tokenizer, models
+
     from tunesmith.generate import TextGenerator
     from tunesmith.tokenizer import GPT2Tokenizer
 
-    device = resolve_device(args.device)
-    dtype = getattr(torch, args.dtype)
-    reference, ours = build_models(device, dtype)
-    # The tokenizer only decodes text here; any GPT-2 vocabulary works, so build a tiny one.
-    from tokenizers import Tokenizer, models
-
     vocab = {f"t{i}": i for i in range(50256)} | {"<|endoftext|>": 50256}
-    generator = TextGenerator(ours, GPT2Tokenizer(Tokenizer(models.WordLevel(vocab, "t0"))))
-
-    print(
-        f"device {device}, {args.dtype}, threads {torch.get_num_threads()}, "
-        f"torch {torch.__version__}; GPT-2 124M shape, {len(PROMPT_TOKENS)}-token prompt, "
-        f"{NEW_TOKENS} new tokens, top-p 0.9; median of {args.repeats}"
-    )
-    print(f"{'batch':>5}  {'transformers tok/s':>18}  {'tunesmith tok/s':>15}  {'ratio':>6}")
-    for batch in (int(b) for b in args.batches.split(",")):
-        time_transformers(reference, batch, device)  # warm-up
-        time_tunesmith(generator, batch, device)
-        hf, ts = [], []
-        for _ in range(args.repeats):  # interleaved, so load on the machine hits both alike
-            hf.append(time_transformers(reference, batch, device))
-            ts.append(time_tunesmith(generator, batch, device))
-        hf_rate, ts_rate = statistics.median(hf), statistics.median(ts)
-        print(
-            f"{batch:>5}  {hf_rate:>18.1f}  {ts_rate:>15.1f}  {ts_rate / hf_rate:>5.2f}x",
-            flush=True,
-        )
+    return TextGenerator(model, GPT2Tokenizer(Tokenizer(models.WordLevel(vocab, "t0"))))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,25 @@
+"""The Python API that the CLI is a thin layer over."""
+
+import subprocess
+import sys
+
+import tunesmith
+
+
+def test_every_exported_name_resolves():
+    for name in tunesmith.__all__:
+        assert getattr(tunesmith, name) is not None, name
+
+
+def test_load_once_generate_many(tiny_model_dir):
+    gen = tunesmith.load(str(tiny_model_dir), device="cpu")
+    config = tunesmith.GenerationConfig(length=5, seed=1)
+    first = gen.generate("Hi", num_samples=2, config=config)
+    assert [s.text for s in first] == [s.text for s in gen.generate("Hi", 2, config)]
+    assert "".join(gen.stream("Hi", config)) == first[0].text
+
+
+def test_import_does_not_load_torch():
+    code = "import sys, tunesmith, tunesmith.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
