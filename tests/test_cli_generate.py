@@ -103,3 +103,12 @@ def test_python_dash_m_entry_point(model, workspace):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
+
+
+def test_default_model_gpt2_comes_from_the_offline_hub_cache(offline_hub, workspace, capsys):
+    code, out, err = run_cli(capsys, "--length", "5", "--seed", "1", "--ignore-eos",
+                             "--num-samples", "2", "--format", "jsonl")
+    assert code == 0, err
+    assert len(out.splitlines()) == 2
+    meta = (workspace / "runs" / "1" / ".tunesmith" / "meta.json").read_text()
+    assert '"gpt2"' in meta
