@@ -33,6 +33,22 @@ def test_hub_id_resolves_through_offline_cache(offline_hub, tiny_model_dir, name
     assert (our_logits(name, X) - reference_logits(tiny_model_dir, X)).abs().max() <= 1e-4
 
 
+def test_cached_model_loads_without_asking_the_network(offline_hub, monkeypatch):
+    import huggingface_hub
+
+    real, calls = huggingface_hub.hf_hub_download, []
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs.get("local_files_only"))
+        return real(*args, **kwargs)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", recording)
+    assert (resolve_model_dir("gpt2") / "model.safetensors").is_file()
+    assert calls and all(calls)  # every file came from the cache
+
+
 def test_unknown_hub_id_offline_says_what_to_do(offline_hub):
     with pytest.raises(ModelNotFoundError, match="not in the cache.*local model folder"):
         resolve_model_dir("no-such-user/no-such-model")

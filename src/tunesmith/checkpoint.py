@@ -67,32 +67,25 @@ def _checked_folder(path: Path, name: str) -> Path:
 
 
 def _download_from_hub(repo_id: str) -> Path:
-    """Fetch config, weights (one format) and tokenizer into the hub cache; return the folder."""
-    from huggingface_hub import hf_hub_download
+    """The hub cache folder holding config, weights (one format) and tokenizer of repo_id.
+
+    A model already in the cache is used as it is, without the network: that starts fast and
+    works offline. Otherwise the files are downloaded (huggingface_hub shows progress bars).
+    """
     from huggingface_hub.errors import (
-        EntryNotFoundError,
         HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
     )
 
     cache_dir, offline = _hub_settings()
-
-    def fetch(filename: str) -> Path | None:
-        try:
-            return Path(
-                hf_hub_download(repo_id, filename, cache_dir=cache_dir, local_files_only=offline)
-            )
-        except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError)
-            # Offline (or the hub unreachable) and this file is not in the cache.
-            if filename == "config.json":
-                raise
-            return None
-        except EntryNotFoundError:
-            return None
-
     try:
-        config = fetch("config.json")
+        try:
+            return _fetch_checkpoint(repo_id, cache_dir, local_only=True)
+        except (LocalEntryNotFoundError, CheckpointError):
+            if offline:
+                raise
+        return _fetch_checkpoint(repo_id, cache_dir, local_only=False)
     except HFValidationError:
         raise ModelNotFoundError(
             f"{repo_id!r} is not a folder, a run or a valid hub id; pass an existing model "
@@ -104,7 +97,7 @@ def _download_from_hub(repo_id: str) -> Path:
             "(e.g. gpt2, gpt2-medium, distilgpt2) or pass a local folder"
         ) from None
     except LocalEntryNotFoundError:
-        cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
+        cache = cache_dir or os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
         raise ModelNotFoundError(
             f"cannot download {repo_id!r}: the Hugging Face Hub is unreachable (or "
             f"HF_HUB_OFFLINE is set) and the model is not in the cache at {cache}; connect "
@@ -115,14 +108,33 @@ def _download_from_hub(repo_id: str) -> Path:
             f"cannot download {repo_id!r} from the Hugging Face Hub "
             f"({e.__class__.__name__}); pass a local model folder"
         ) from None
-    if config is None:
-        raise CheckpointError(f"hub model {repo_id!r} has no config.json")
-    folder = config.parent
+
+
+def _fetch_checkpoint(repo_id: str, cache_dir: str | None, local_only: bool) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    def fetch(filename: str, required: bool = False) -> Path | None:
+        try:
+            return Path(
+                hf_hub_download(repo_id, filename, cache_dir=cache_dir, local_files_only=local_only)
+            )
+        except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError)
+            # Not in the cache, and offline or the hub unreachable.
+            if required:
+                raise
+            return None
+        except EntryNotFoundError:
+            if required:
+                raise CheckpointError(f"hub model {repo_id!r} has no {filename}") from None
+            return None
+
+    folder = fetch("config.json", required=True).parent
     if fetch(SAFETENSORS) is None:
         index = fetch(SAFETENSORS_INDEX)
         if index is not None:
             for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-                fetch(shard)
+                fetch(shard, required=True)
         elif fetch(PYTORCH_BIN) is None:
             raise CheckpointError(
                 f"hub model {repo_id!r} has no weights tunesmith can read "
