@@ -5,6 +5,7 @@ key, limits and timeouts, and many clients at once."""
 from __future__ import annotations
 
 import http.client
+import importlib
 import json
 import socket
 import threading
@@ -14,6 +15,7 @@ from contextlib import ExitStack
 import openai
 import pytest
 
+import tunesmith
 from tunesmith.generate import TextGenerator
 from tunesmith.serve import CompletionServer, RequestLog, ServerConfig
 
@@ -411,3 +413,20 @@ def test_request_log_lines(start, tmp_path):
         "prompt_tokens": 2,
         "completion_tokens": ok["completion_tokens"],
     }
+
+
+def test_the_serve_function_serves_until_stopped(generator):
+    answers = []
+
+    def use_then_stop(server: CompletionServer) -> None:
+        answers.append(complete(server, prompt="x", max_tokens=2).choices[0].text)
+        server.stop()
+
+    def on_ready(server: CompletionServer) -> None:
+        threading.Thread(target=use_then_stop, args=(server,)).start()
+
+    importlib.import_module("tunesmith.serve.server")  # binds tunesmith.serve to the package
+    assert callable(tunesmith.serve)
+    totals = tunesmith.serve(generator, ServerConfig(port=0), MODEL, on_ready=on_ready)
+    assert len(answers) == 1
+    assert totals["requests"] == 1 and totals["completion_tokens"] >= 1

@@ -108,10 +108,15 @@ class CompletionServer:
         assert self._httpd is not None, "start() the server first"
         self._httpd.serve_forever(poll_interval=0.2)
 
+    def stop(self) -> None:
+        """Make serve_forever() return (call it from another thread)."""
+        assert self._httpd is not None, "start() the server first"
+        self._httpd.shutdown()
+
     def close(self, drain: float = 2.0) -> None:
         """Stop accepting, fail the work in flight (503), give its answers `drain` seconds."""
-        if self._thread is not None:
-            self._httpd.shutdown()  # serve_forever runs in our thread: stop it there
+        if self._thread is not None:  # serve_forever runs in our thread: stop it there
+            self.stop()
             self._thread.join()
         self.batcher.close()
         with self._idle:
