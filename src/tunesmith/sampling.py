@@ -41,9 +41,11 @@ def sample(
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
     vocab = logits.shape[-1]
+    log_total = None  # log of the probability mass the candidates share (top-p needs it)
     if 0 < top_k < vocab:
         values, order = torch.topk(logits, top_k, dim=-1)  # sorted, descending
-        log_total = values.logsumexp(dim=-1, keepdim=True)  # renormalised over the top k
+        if top_p < 1.0:
+            log_total = values.logsumexp(dim=-1, keepdim=True)  # renormalised over the top k
     elif top_p < 1.0:
         log_total = logits.logsumexp(dim=-1, keepdim=True)
         values, order = torch.topk(logits, min(vocab, NUCLEUS_PROBE), dim=-1)
@@ -51,20 +53,21 @@ def sample(
             values, order = torch.sort(logits, descending=True, dim=-1)
     else:
         values, order = logits, None
-        log_total = logits.logsumexp(dim=-1, keepdim=True)
-    probs = (values - log_total).exp()
-    cdf = probs.cumsum(dim=-1)
-    # Inverse-CDF sampling with one uniform draw per row from that row's own generator.
-    u = torch.stack([torch.rand((), generator=g) for g in generators]).to(cdf.device)
+    # Gumbel-max, with the noise keyed by token id: a token's score moves only as much as its
+    # own logit does, so the last-bit differences that batching (left padding) makes to the
+    # logits practically never change the pick. An inverse-CDF draw did: its one uniform is
+    # compared against a sum over the whole candidate list, and lands near some boundary often.
+    noise = torch.stack([torch.rand(vocab, generator=g) for g in generators]).to(logits.device)
+    if order is not None:
+        noise = noise.gather(-1, order)
+    scores = values - torch.log(-torch.log(noise))  # a draw of exactly 0 scores -inf
     if top_p < 1.0:
         # The nucleus: the fewest top tokens whose probability reaches top_p (at least one).
-        kept = ((cdf - probs) < top_p).sum(dim=-1).clamp(min=1)
-        mass = cdf.gather(-1, (kept - 1)[:, None]).squeeze(-1)
-        picks = torch.searchsorted(cdf, (u * mass)[:, None]).squeeze(-1)
-        picks = torch.minimum(picks, kept - 1)
-    else:
-        picks = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(-1)
-        picks = picks.clamp(max=cdf.shape[-1] - 1)
+        probs = (values - log_total).exp()
+        kept = ((probs.cumsum(dim=-1) - probs) < top_p).sum(dim=-1).clamp(min=1)
+        outside = torch.arange(values.shape[-1], device=values.device) >= kept[:, None]
+        scores = scores.masked_fill(outside, float("-inf"))
+    picks = scores.argmax(dim=-1)
     if order is None:
         return picks
     return order.gather(-1, picks[:, None]).squeeze(-1)
