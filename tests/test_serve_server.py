@@ -378,6 +378,41 @@ def test_a_client_leaving_mid_stream_is_logged_and_the_server_keeps_serving(star
     assert entries[0]["stream"] and entries[0]["completion_tokens"] < 100
 
 
+def test_a_client_that_gives_up_waiting_is_dropped_from_the_queue(start, tmp_path):
+    server = start(log=RequestLog(tmp_path / "requests.jsonl"))
+    gen, batcher = server.batcher.generator, server.batcher
+    gen.hold()
+    with ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(complete, server, prompt="hold", max_tokens=2)
+        assert gen.entered.wait(30)
+        impatient = openai.OpenAI(base_url=server.url, api_key="-", max_retries=0, timeout=0.5)
+        with pytest.raises(openai.APITimeoutError):
+            impatient.completions.create(model=MODEL, prompt="x", max_tokens=50, n=3)
+        for _ in range(100):  # the server looks every half second
+            if batcher.waiting == 0:
+                break
+            threading.Event().wait(0.05)
+        gen.gate.set()
+        assert busy.result().choices
+    assert batcher.waiting == 0
+    server.close()
+    log = [json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
+    assert sorted(e["status"] for e in log) == [200, 499]
+
+
+def test_an_internal_error_is_500_and_the_server_keeps_serving(server, monkeypatch, capsys):
+    def broken(request):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(server.service, "prepare", broken)
+    status, body = raw(server, "POST", "/v1/completions", {"prompt": "x"})
+    assert status == 500 and "a bug" in body["error"]["message"]
+    assert body["error"]["type"] == "server_error"
+    monkeypatch.undo()
+    assert complete(server, prompt="x", max_tokens=2).choices
+    assert "RuntimeError: a bug" in capsys.readouterr().err  # the traceback, for whoever runs it
+
+
 def test_closing_fails_waiting_requests_with_503(start):
     server = start()
     gen = server.batcher.generator

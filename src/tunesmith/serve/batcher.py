@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from tunesmith.generate import Request, Sample, TextGenerator
@@ -51,14 +51,24 @@ class Job:
     def done(self) -> bool:
         return self.cancelled.is_set() or time.monotonic() >= self.deadline
 
-    def events(self) -> Iterator[tuple[int, str, Sample | None]]:
+    def events(
+        self, still_wanted: Callable[[], bool] | None = None
+    ) -> Iterator[tuple[int, str, Sample | None]]:
         """(choice, new text, None) as text arrives, (choice, last text, Sample) as each
-        choice ends. Raises JobTimeout at the deadline and JobFailed if decoding failed."""
+        choice ends. Raises JobTimeout at the deadline and JobFailed if decoding failed;
+        while waiting, asks still_wanted() every half second and cancels when it says no
+        (raising ConnectionResetError: the client went away)."""
         remaining = len(self.requests)
         while remaining:
+            left = self.deadline - time.monotonic()
             try:
-                event = self._events.get(timeout=max(0.0, self.deadline - time.monotonic()))
+                event = self._events.get(timeout=max(0.0, min(left, 0.5) if still_wanted else left))
             except queue.Empty:
+                if time.monotonic() < self.deadline:
+                    if still_wanted is not None and not still_wanted():
+                        self.cancel()
+                        raise ConnectionResetError("the client went away") from None
+                    continue
                 self.cancel()
                 raise JobTimeout("the request timed out") from None
             if isinstance(event, BaseException):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,13 +101,16 @@ class CompletionService:
         except JobFailed as e:
             raise _server_error(e) from None
 
-    def complete(self, completion: Completion) -> dict[str, Any]:
-        """The whole response body, once every choice has finished."""
+    def complete(
+        self, completion: Completion, still_wanted: Callable[[], bool] | None = None
+    ) -> dict[str, Any]:
+        """The whole response body, once every choice has finished. still_wanted() says
+        whether the client is still there to receive it."""
         job = self.submit(completion)
         texts = [""] * len(completion.sequences)
         finish: list[str | None] = [None] * len(completion.sequences)
         try:
-            for i, text, sample in self._events(job):
+            for i, text, sample in self._events(job, still_wanted):
                 texts[i] += text
                 if sample is not None:
                     finish[i] = self._finished(completion, sample)
@@ -142,9 +145,9 @@ class CompletionService:
         finally:
             job.cancel()  # a client that leaves mid-stream frees its rows in the batch
 
-    def _events(self, job: Job) -> Iterator[tuple[int, str, Sample | None]]:
+    def _events(self, job: Job, still_wanted=None) -> Iterator[tuple[int, str, Sample | None]]:
         try:
-            yield from job.events()
+            yield from job.events(still_wanted)
         except JobTimeout:
             raise APIError(
                 504,

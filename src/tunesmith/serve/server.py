@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hmac
 import json
+import select
 import socket
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -183,6 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._entry: dict[str, Any] = {"time": round(time.time(), 3), "method": method}
         self._entry["path"] = path
         self._body_read = method in ("GET", "DELETE") and not self.headers.get("Content-Length")
+        self._streaming = False
         try:
             try:
                 self._check_key(app.config.api_key)
@@ -190,8 +193,21 @@ class _Handler(BaseHTTPRequestHandler):
             except APIError as e:
                 self._entry.update(status=e.status, error=e.message)
                 self._send_json(e.status, e.body(), _allow(path) if e.status == 405 else None)
-        except (BrokenPipeError, ConnectionResetError):
-            self._entry.setdefault("status", 499)  # the client went away
+            except (ConnectionError, TimeoutError):
+                raise
+            except Exception as e:  # a bug: say so, and keep serving
+                traceback.print_exc()
+                if self._streaming:  # the status line is gone: end the stream abruptly
+                    self._entry.update(status=500, error=f"{type(e).__name__}: {e}")
+                    self.close_connection = True
+                    return
+                error = APIError(
+                    500, f"internal error: {type(e).__name__}: {e}", type="server_error"
+                )
+                self._entry.update(status=500, error=error.message)
+                self._send_json(500, error.body())
+        except (ConnectionError, TimeoutError):
+            self._entry.setdefault("status", 499)  # the client went away, or stalled
             self.close_connection = True
         finally:
             if not self._body_read:
@@ -259,6 +275,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._body_read = True
         return body
 
+    def _client_connected(self) -> bool:
+        """False once the client has closed its end (it gave up waiting)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return not readable or self.connection.recv(1, socket.MSG_PEEK) != b""
+        except OSError:
+            return False
+
     def _discard_body(self, cap: int) -> None:
         """Read a refused body (up to cap bytes) before the connection closes: closing a
         socket with unread data resets it, and the client could lose our answer."""
@@ -287,7 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
             if req.stream:
                 self._stream(app, completion)
             else:
-                self._send_json(200, app.service.complete(completion))
+                self._send_json(200, app.service.complete(completion, self._client_connected))
         finally:
             self._entry["completion_tokens"] = completion.completion_tokens
 
@@ -298,6 +322,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        self._streaming = True
         chunks = app.service.stream(completion, job)
         try:
             for chunk in chunks:
