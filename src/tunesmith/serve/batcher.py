@@ -113,9 +113,9 @@ class Batcher:
 
     @property
     def waiting(self) -> int:
-        """Sequences waiting for the model."""
+        """Sequences waiting for the model (not counting those nobody waits for any more)."""
         with self._cond:
-            return len(self._waiting)
+            return sum(not item.job.done for item in self._waiting)
 
     def submit(self, requests: list[Request], timeout: float) -> Job:
         job = Job(requests, time.monotonic() + timeout)
