@@ -249,8 +249,8 @@ def load_checkpoint(
     """Load model and tokenizer from a hub id, folder or run; returns them and the folder."""
     folder = resolve_model_dir(source)
     config = read_config(folder)
-    with torch.device("meta"):
-        model = GPT2(config)
+    with torch.device("meta"):  # no memory or init work for weights about to be replaced
+        model = GPT2(config, init_weights=False)
     model = model.to_empty(device="cpu")
     load_weights(model, read_state_dict(folder), str(source))
     model.lm_head.weight = model.transformer.wte.weight  # re-tie after to_empty

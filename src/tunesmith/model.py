@@ -222,13 +222,16 @@ class Transformer(nn.Module):
 
 
 class GPT2(nn.Module):
-    def __init__(self, config: GPT2Config):
+    def __init__(self, config: GPT2Config, init_weights: bool = True):
+        """init_weights=False skips GPT-2's random init, for weights about to be loaded."""
         super().__init__()
         self.config = config
         self.transformer = Transformer(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
         self.gradient_checkpointing = False
+        if not init_weights:
+            return
         self.apply(self._init_weights)
         # GPT-2's scaled init of the residual projections.
         for name, p in self.named_parameters():
