@@ -5,7 +5,7 @@
 Both train randomly initialised 124M-parameter GPT-2s (tunesmith's `GPT2` and `transformers`'
 `GPT2LMHeadModel`) with AdamW on the same batches of the seed's jokes (onelinefun.csv):
   (a) the seed's setting: 2 x 1,024-token blocks of the concatenated jokes;
-  (b) one joke per sequence, 8 per batch, length-bucketed and right-padded (tunesmith's default).
+  (b) one joke per sequence, 32 per batch, length-bucketed and right-padded (tunesmith's default).
 tunesmith runs its real training pieces (LMLoss, the optimizer it builds, gradient clipping),
 full fine-tune and LoRA. Steps of the different setups are interleaved round by round, so a
 machine shared with other work slows them alike. tokens/s counts target tokens (no padding).
@@ -90,7 +90,9 @@ def hf_setup(device: torch.device) -> Setup:
     return Setup("transformers", step)
 
 
-def tunesmith_setup(device: torch.device, lora: bool, dropout: float | None) -> Setup:
+def tunesmith_setup(
+    device: torch.device, lora: bool, dropout: float | None, bf16: bool = False
+) -> Setup:
     config = FinetuneConfig(data="-", lora=lora, dropout=dropout)
     model = GPT2(GPT2Config())
     if dropout is not None:
@@ -103,7 +105,7 @@ def tunesmith_setup(device: torch.device, lora: bool, dropout: float | None) -> 
     loss_fn = LMLoss(model)
     opt = _optimizer(model, config, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    amp = device.type == "cuda"
+    amp = device.type == "cuda" or bf16
 
     def step(batch):
         b = batch.to(device)
@@ -115,8 +117,13 @@ def tunesmith_setup(device: torch.device, lora: bool, dropout: float | None) -> 
         opt.zero_grad(set_to_none=True)
 
     kind = "LoRA" if lora else "full"
-    drop = "" if dropout is None else f", dropout {dropout:g}"
-    return Setup(f"tunesmith {kind}{drop}", step)
+    drop = _drop(dropout)
+    cpu_bf16 = ", bf16 autocast" if bf16 and device.type == "cpu" else ""
+    return Setup(f"tunesmith {kind}{drop}{cpu_bf16}", step)
+
+
+def _drop(dropout: float | None) -> str:
+    return "" if dropout is None else f", dropout {dropout:g}"
 
 
 def measure(setups: list[Setup], batches, rounds: int) -> None:
@@ -138,7 +145,7 @@ def main() -> int:
     p.add_argument("--tokenizer", help="folder with GPT-2 tokenizer files (default: bundled)")
     p.add_argument("--rounds-a", type=int, default=2, help="timed steps per setup at (a)")
     p.add_argument("--rounds-b", type=int, default=24, help="timed steps per setup at (b)")
-    p.add_argument("--batch-b", type=int, default=8)
+    p.add_argument("--batch-b", type=int, default=FinetuneConfig(data="-").batch)
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--dropout",
@@ -148,6 +155,9 @@ def main() -> int:
         help="tunesmith dropout values to compare (default: the model's)",
     )
     p.add_argument("--skip-a", action="store_true")
+    p.add_argument(
+        "--cpu-bf16", action="store_true", help="also time --precision bf16 on CPU (opt-in)"
+    )
     args = p.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -159,10 +169,12 @@ def main() -> int:
     plan_b = BatchPlan(seqs, args.batch_b, 0, bucket=True, pad_id=tok.eos_id)
     plan_a = BatchPlan(pack_blocks(seqs, 1024), 2, 0, bucket=False, pad_id=tok.eos_id)
     epoch_tokens_b = plan_b.num_targets()
+    padded = sum(plan_b.collate(ix).inputs.numel() for ix in plan_b.epoch(0))
+    padding = 1 - epoch_tokens_b / padded
     print(
         f"{len(jokes):,} jokes, {epoch_tokens_b:,} target tokens per epoch "
-        f"(mean {epoch_tokens_b / len(jokes):.1f} per joke); device {device}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+        f"(mean {epoch_tokens_b / len(jokes):.1f} per joke; padding {padding:.0%} of the (b) "
+        f"batches); device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         flush=True,
     )
 
@@ -174,7 +186,9 @@ def main() -> int:
         setups = [hf_setup(device)]
         for d in args.dropout:
             setups.append(tunesmith_setup(device, lora=False, dropout=d))
-        setups.append(tunesmith_setup(device, lora=True, dropout=args.dropout[-1]))
+        setups.append(tunesmith_setup(device, lora=True, dropout=args.dropout[0]))
+        if args.cpu_bf16 and device.type == "cpu":
+            setups.append(tunesmith_setup(device, lora=False, dropout=args.dropout[0], bf16=True))
         shape = "2 x 1,024-token blocks" if label == "(a)" else f"{args.batch_b} jokes/batch"
         print(f"{label} {shape}: {rounds} timed steps per setup", flush=True)
         measure(setups, batches, rounds)
@@ -183,18 +197,24 @@ def main() -> int:
     print()
     for label, res in results.items():
         hf = res["transformers"]
-        full = [v for k, v in res.items() if k.startswith("tunesmith full")][-1]
+        full = res[f"tunesmith full{_drop(args.dropout[0])}"]
         lora = [v for k, v in res.items() if k.startswith("tunesmith LoRA")][-1]
         print(f"{label}")
         for name, v in res.items():
             print(f"  {name:32s} {v:9,.0f} tokens/s  {v / hf:5.2f}x transformers")
         print(f"  LoRA vs full fine-tune: {lora / full:.2f}x")
     if "(b)" in results:
-        full = [v for k, v in results["(b)"].items() if k.startswith("tunesmith full")][-1]
+        full = results["(b)"][f"tunesmith full{_drop(args.dropout[0])}"]
         hf_a = results.get("(a)", {}).get("transformers")
         seconds = SEED_EPOCHS * epoch_tokens_b / full
         print(f"\nseed's job (10 epochs of {Path(args.data).name}, GPT-2 124M, full fine-tune):")
         print(f"  tunesmith, one joke per sequence: {seconds / 60:.0f} min")
+        bf16 = [v for k, v in results["(b)"].items() if "bf16" in k]
+        if bf16:
+            print(
+                f"  tunesmith --precision bf16: "
+                f"{SEED_EPOCHS * epoch_tokens_b / bf16[0] / 60:.0f} min"
+            )
         if hf_a:
             blocks_tokens = plan_a.num_targets()
             print(

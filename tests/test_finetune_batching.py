@@ -18,7 +18,9 @@ def test_padding_carries_no_loss_and_labels_are_next_tokens():
     seqs = [[0, 5, 6, 0], [0, 7, 0], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0]]
     plan = BatchPlan(seqs, global_batch=2, seed=0, bucket=True, pad_id=0)
     batch = plan.collate([0, 1])
-    assert batch.inputs.shape == (2, 8)  # padded to a multiple of 8, capped by the longest
+    assert batch.inputs.shape == (2, 3)  # padded to the longest of the batch
+    compiled = BatchPlan(seqs, global_batch=2, seed=0, bucket=True, pad_id=0, pad_multiple=8)
+    assert compiled.collate([0, 1]).inputs.shape == (2, 8)  # capped by the longest overall
     assert batch.inputs[0, :3].tolist() == [0, 5, 6]
     assert batch.labels[0, :3].tolist() == [5, 6, 0]
     assert (batch.labels[0, 3:] == IGNORE).all() and (batch.labels[1, 2:] == IGNORE).all()
@@ -47,7 +49,7 @@ def test_buckets_keep_padding_low():
     seqs = [[0] * int(n) for n in torch.randint(3, 60, (400,))]
     plan = BatchPlan(seqs, 8, seed=0, bucket=True, pad_id=0)
     padded = sum(plan.collate(ix).inputs.numel() for ix in plan.epoch(0))
-    assert padded < 1.25 * plan.num_targets()
+    assert padded < 1.1 * plan.num_targets()
 
 
 def test_micro_batches_split_a_global_batch_without_loss():

@@ -187,3 +187,31 @@ def test_early_stop_keeps_the_best_weights(tiny_model_dir, tmp_path):
     assert all(torch.equal(saved[k], base[k]) for k in saved)
     state = json.loads((list_checkpoints(tmp_path)[-1] / "trainer_state.json").read_text())
     assert state["stopped_early"]
+
+
+def test_blocks_packing_trains_on_fixed_size_chunks(tiny_model_dir, tmp_path):
+    cfg = _config(tiny_model_dir, packing="blocks", block_size=16, batch_size=2, max_steps=6)
+    result = finetune(cfg, output_dir=tmp_path, train_texts=JOKES * 2, val_texts=JOKES[:2])
+    assert result.val_loss_after < result.val_loss_before
+
+
+def test_a_model_that_cannot_fit_says_what_would(tiny_model_dir, monkeypatch):
+    from tunesmith.checkpoint import load_checkpoint
+    from tunesmith.errors import UsageError
+    from tunesmith.train import memory
+
+    model, _, _ = load_checkpoint(tiny_model_dir)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10 * 1024**2)
+    with pytest.raises(UsageError, match="--lora.*--gradient-checkpointing"):
+        memory.check_memory(model, _config(tiny_model_dir), torch.device("cpu"), 128)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 64 * 1024**3)
+    memory.check_memory(model, _config(tiny_model_dir), torch.device("cpu"), 128)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("compile_", [False, True], ids=["eager", "compile"])
+def test_cuda_bf16_training(tiny_model_dir, tmp_path, compile_):
+    cfg = _config(tiny_model_dir, device="cuda", max_steps=8, compile=compile_, batch_size=4)
+    result = finetune(cfg, output_dir=tmp_path, train_texts=JOKES * 2, val_texts=JOKES[:2])
+    assert result.val_loss_after < result.val_loss_before

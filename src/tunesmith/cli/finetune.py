@@ -30,11 +30,15 @@ def register(subparsers) -> None:
     )
     p.add_argument("--block-size", type=int, help="max tokens per sequence (model's context)")
     g = p.add_argument_group("optimization")
-    g.add_argument("--lr", type=float, help="peak learning rate (5e-5 full, 1e-3 LoRA)")
+    g.add_argument("--lr", type=float, help="peak learning rate (1e-4 full, 1e-3 LoRA)")
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay (0)")
     g.add_argument("--warmup", type=int, help="linear warm-up steps (0)")
     g.add_argument("--schedule", choices=("linear", "cosine", "constant"), help="(linear)")
-    g.add_argument("--batch-size", type=int, help="examples per device and micro-batch (8)")
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        help="sequences per device and micro-batch (32 examples, 4 blocks)",
+    )
     g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (1)")
     g.add_argument("--max-grad-norm", type=float, help="gradient clipping norm, 0 = off (1.0)")
     g.add_argument("--epochs", type=int, help="passes over the data (3)")
@@ -69,6 +73,11 @@ def register(subparsers) -> None:
     g.add_argument("--resume", metavar="RUN", help="continue an interrupted run (runs/N)")
     g = p.add_argument_group("devices")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="(auto)")
+    g.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        help="auto: fp32 on CPU, bf16 autocast on CUDA; bf16 on CPU needs native bf16",
+    )
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument(
         "--gradient-checkpointing",

@@ -16,7 +16,12 @@ from tunesmith.checkpoint import load_checkpoint, save_checkpoint
 from tunesmith.errors import CheckpointError, DataError, RunError, UsageError
 from tunesmith.train import checkpoints as ckpt
 from tunesmith.train import distributed, lora
-from tunesmith.train.batching import BatchPlan, pack_blocks, tokenize_examples
+from tunesmith.train.batching import (
+    COMPILE_PAD_MULTIPLE,
+    BatchPlan,
+    pack_blocks,
+    tokenize_examples,
+)
 from tunesmith.train.config import CONFIG_FILE, FinetuneConfig
 from tunesmith.train.loop import Trainer, TrainState, train
 from tunesmith.train.loss import LMLoss
@@ -128,10 +133,11 @@ def _finetune(config, run, info, device, train_texts, val_texts) -> FinetuneResu
     if config.packing == "blocks":
         train_seqs = pack_blocks(train_seqs, block_size)
         val_seqs = pack_blocks(val_seqs, block_size)
-    global_batch = config.batch_size * config.grad_accum * info.world
+    global_batch = config.batch * config.grad_accum * info.world
     bucket = config.packing == "examples"
-    plan = BatchPlan(train_seqs, global_batch, config.seed, bucket, pad_id=eos)
-    val_plan = BatchPlan(val_seqs, config.batch_size, 0, bucket, pad_id=eos) if val_seqs else None
+    pad = COMPILE_PAD_MULTIPLE if config.compile else 1
+    plan = BatchPlan(train_seqs, global_batch, config.seed, bucket, eos, pad)
+    val_plan = BatchPlan(val_seqs, config.batch, 0, bucket, eos, pad) if val_seqs else None
     steps_per_epoch = len(plan)
     total_steps = config.max_steps or config.epochs * steps_per_epoch
 
@@ -176,7 +182,7 @@ def _finetune(config, run, info, device, train_texts, val_texts) -> FinetuneResu
         run=run,
         rank=info.rank,
         world=info.world,
-        autocast=device.type == "cuda",
+        autocast=_use_bf16(config.precision, device),
     )
     state = train(trainer, state, best)
     val_after = next(
@@ -271,6 +277,27 @@ def _device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda, but no CUDA device is available; use --device cpu")
     return torch.device(name)
+
+
+def _use_bf16(precision: str, device: torch.device) -> bool:
+    """bf16 autocast (weights and optimizer stay fp32): the default on CUDA; on CPU only when
+    asked for and the CPU computes bf16 natively (without it bf16 matmuls are slower)."""
+    if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
+        return False
+    if device.type == "cpu" and not cpu_has_bf16():
+        raise UsageError(
+            "--precision bf16 on this CPU would be slow: it has no native bf16 "
+            "(avx512_bf16 / amx_bf16); use --precision fp32"
+        )
+    return True
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _optimizer(model, config: FinetuneConfig, device: torch.device) -> torch.optim.Optimizer:

@@ -12,6 +12,7 @@ from tunesmith.errors import UsageError
 PACKINGS = ("examples", "blocks")
 SCHEDULES = ("linear", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
 LORA_TARGETS = ("c_attn", "attn.c_proj", "c_fc", "mlp.c_proj")
 CONFIG_FILE = "finetune_config.json"
 # Options that may change when a run is resumed: they do not alter the weights it ends with.
@@ -28,11 +29,11 @@ class FinetuneConfig:
     data: str = ""
     packing: str = "examples"
     block_size: int | None = None  # None: the model's context (n_positions)
-    lr: float | None = None  # None: 5e-5 for a full fine-tune, 1e-3 with LoRA
+    lr: float | None = None  # None: 1e-4 for a full fine-tune, 1e-3 with LoRA
     weight_decay: float = 0.0
     warmup: int = 0  # steps of linear warm-up
     schedule: str = "linear"
-    batch_size: int = 8  # per device and micro-batch
+    batch_size: int | None = None  # per device and micro-batch; None: 32 examples or 4 blocks
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0  # None or 0: no clipping
     epochs: int = 3
@@ -54,6 +55,7 @@ class FinetuneConfig:
     keep_checkpoints: int = 2
     resume: str | None = None
     device: str = "auto"
+    precision: str = "auto"  # auto: fp32 on CPU, bf16 autocast on CUDA
     compile: bool = False
     gradient_checkpointing: bool = False
     num_threads: int | None = None  # None: the number of physical cores
@@ -65,8 +67,8 @@ class FinetuneConfig:
         _choice("--packing", self.packing, PACKINGS)
         _choice("--schedule", self.schedule, SCHEDULES)
         _choice("--device", self.device, DEVICES)
+        _choice("--precision", self.precision, PRECISIONS)
         for flag, value in (
-            ("--batch-size", self.batch_size),
             ("--grad-accum", self.grad_accum),
             ("--epochs", self.epochs),
             ("--lora-rank", self.lora_rank),
@@ -75,6 +77,7 @@ class FinetuneConfig:
             if value < 1:
                 raise UsageError(f"{flag} must be at least 1, not {value}")
         for flag, value in (
+            ("--batch-size", self.batch_size),
             ("--block-size", self.block_size),
             ("--max-steps", self.max_steps),
             ("--eval-every", self.eval_every),
@@ -116,7 +119,15 @@ class FinetuneConfig:
     def learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
-        return 1e-3 if self.lora else 5e-5
+        return 1e-3 if self.lora else 1e-4
+
+    @property
+    def batch(self) -> int:
+        """Sequences per micro-batch. Short examples need many per batch to keep the CPU busy:
+        per-step costs (weight gradients, the optimizer) scale with the model, not the batch."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return 32 if self.packing == "examples" else 4
 
     @property
     def clip_norm(self) -> float | None:

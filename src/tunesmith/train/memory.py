@@ -28,16 +28,16 @@ def physical_cores() -> int:
 def estimate_bytes(model, config, seq_len: int) -> int:
     """Weights + gradients + AdamW state of the trainable part + activations of one micro-batch.
 
-    Activations follow the usual transformer count (about 34·C + 5·H·T values per token and
-    layer, kept for backward), in 4-byte floats; checkpointing keeps one layer's worth.
+    Activations follow Korthikanti et al. (2022): 34·C + 5·H·T bytes per token and layer in
+    16-bit, twice that in fp32; checkpointing keeps about one layer's worth.
     """
     c = model.config
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     states = 4 * total + (4 + 8) * trainable
-    per_layer = config.batch_size * seq_len * (34 * c.n_embd + 5 * c.n_head * seq_len) * 4
+    per_layer = config.batch * seq_len * (34 * c.n_embd + 5 * c.n_head * seq_len) * 2
     layers = 1 if config.gradient_checkpointing else c.n_layer
-    logits = 3 * config.batch_size * seq_len * c.vocab_size * 4
+    logits = 3 * config.batch * seq_len * c.vocab_size * 4
     return states + layers * per_layer + logits
 
 
@@ -65,8 +65,8 @@ def check_memory(model, config, device: torch.device, seq_len: int) -> None:
     hints = []
     if not config.lora:
         hints.append("--lora (trains only small adapters)")
-    if config.batch_size > 1:
-        hints.append(f"a smaller --batch-size with --grad-accum (now {config.batch_size})")
+    if config.batch > 1:
+        hints.append(f"a smaller --batch-size with --grad-accum (now {config.batch})")
     if not config.gradient_checkpointing:
         hints.append("--gradient-checkpointing")
     if config.block_size is None or config.block_size > 256:
