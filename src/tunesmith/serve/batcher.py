@@ -90,8 +90,8 @@ class _Item:
 class Batcher:
     """Decodes submitted jobs on one worker thread, batching what waits together.
 
-    `batch_wait` is how long an idle worker lingers after the first arrival for others
-    that arrive with it (clients sent together rarely land in the same millisecond)."""
+    `batch_wait` is how long an idle worker lingers after an arrival for others that come
+    with it (requests sent together rarely land in the same millisecond)."""
 
     def __init__(self, generator: TextGenerator, max_batch_size: int = 16, batch_wait=0.01):
         if max_batch_size < 1:
@@ -151,12 +151,18 @@ class Batcher:
                 self._cond.wait()
             if self._closing:
                 return None
-            linger_until = time.monotonic() + self.batch_wait
+            # Linger while arrivals keep coming (clients answered by one batch come back a few
+            # ms apart), batch_wait after the latest one, 5 x batch_wait in all at most.
+            now = time.monotonic()
+            quiet_at, give_up_at = now + self.batch_wait, now + 5 * self.batch_wait
             while len(self._waiting) < self.max_batch_size and not self._closing:
-                left = linger_until - time.monotonic()
+                left = min(quiet_at, give_up_at) - time.monotonic()
                 if left <= 0:
                     break
+                before = len(self._waiting)
                 self._cond.wait(left)
+                if len(self._waiting) > before:
+                    quiet_at = time.monotonic() + self.batch_wait
             batch = []
             while self._waiting and len(batch) < self.max_batch_size:
                 item = self._waiting.popleft()
