@@ -94,13 +94,16 @@ def main() -> None:
         _, ours32 = build_models(device, reference_dtype)
         variants[str(reference_dtype).removeprefix("torch.")] = _generator(ours32)
 
-    print(f"device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}; "
-          f"GPT-2 124M shape, {len(PROMPT_TOKENS)}-token prompt, {NEW_TOKENS} new tokens, "
-          f"top-p 0.9; median of {args.repeats}; transformers in "
-          f"{str(reference_dtype).removeprefix('torch.')}")
+    print(
+        f"device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}; "
+        f"GPT-2 124M shape, {len(PROMPT_TOKENS)}-token prompt, {NEW_TOKENS} new tokens, "
+        f"top-p 0.9; median of {args.repeats}; transformers in "
+        f"{str(reference_dtype).removeprefix('torch.')}"
+    )
     names = list(variants)
     header = f"{'batch':>5}  {'transformers':>12}" + "".join(
-        f"  {'tunesmith ' + n:>18}  {'ratio':>6}" for n in names)
+        f"  {'tunesmith ' + n:>18}  {'ratio':>6}" for n in names
+    )
     print(header + "   (tokens/s)")
     for batch in (int(b) for b in args.batches.split(",")):
         time_transformers(reference, batch, device)  # warm-up

@@ -112,7 +112,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from tunesmith.serve import CompletionServer, RequestLog, ServerConfig
+    from tunesmith.server import CompletionServer, RequestLog, ServerConfig
 
     generator, name = build_generator(args.model, args.tiny, args.device)
     bodies = [

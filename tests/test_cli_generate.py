@@ -21,8 +21,18 @@ def run_cli(capsys, *args):
 
 
 def test_one_sample_streams_prompt_and_text(model, workspace, capsys):
-    code, out, err = run_cli(capsys, "--model", model, "--prompt", "Knock knock", "--length", "8",
-                             "--seed", "1", "--no-run")
+    code, out, err = run_cli(
+        capsys,
+        "--model",
+        model,
+        "--prompt",
+        "Knock knock",
+        "--length",
+        "8",
+        "--seed",
+        "1",
+        "--no-run",
+    )
     assert code == 0
     assert out.startswith("Knock knock") and len(out) > len("Knock knock\n")
 
@@ -38,9 +48,24 @@ def test_same_seed_same_output(model, workspace, capsys):
 
 def test_jsonl_output_and_output_file(model, workspace, capsys, tmp_path):
     target = tmp_path / "samples.jsonl"
-    code, out, _ = run_cli(capsys, "--model", model, "--length", "6", "--num-samples", "4",
-                           "--batch-size", "3", "--format", "jsonl", "--seed", "0",
-                           "--output", str(target), "--no-run")
+    code, out, _ = run_cli(
+        capsys,
+        "--model",
+        model,
+        "--length",
+        "6",
+        "--num-samples",
+        "4",
+        "--batch-size",
+        "3",
+        "--format",
+        "jsonl",
+        "--seed",
+        "0",
+        "--output",
+        str(target),
+        "--no-run",
+    )
     assert code == 0
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["index"] for r in rows] == [0, 1, 2, 3]
@@ -49,8 +74,20 @@ def test_jsonl_output_and_output_file(model, workspace, capsys, tmp_path):
 
 
 def test_stop_string_cuts_samples(model, workspace, capsys):
-    base = ["--model", model, "--length", "30", "--seed", "3", "--ignore-eos", "--no-run",
-            "--format", "jsonl", "--num-samples", "2"]
+    base = [
+        "--model",
+        model,
+        "--length",
+        "30",
+        "--seed",
+        "3",
+        "--ignore-eos",
+        "--no-run",
+        "--format",
+        "jsonl",
+        "--num-samples",
+        "2",
+    ]
     free = [json.loads(x) for x in run_cli(capsys, *base)[1].splitlines()]
     stop = free[0]["text"][5:8]
     cut = [json.loads(x) for x in run_cli(capsys, *base, "--stop", stop)[1].splitlines()]
@@ -61,14 +98,16 @@ def test_stop_string_cuts_samples(model, workspace, capsys):
 def test_prompt_file(model, workspace, capsys, tmp_path):
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("Why did the")
-    code, out, _ = run_cli(capsys, "--model", model, "--prompt-file", str(prompt),
-                           "--length", "3", "--no-run")
+    code, out, _ = run_cli(
+        capsys, "--model", model, "--prompt-file", str(prompt), "--length", "3", "--no-run"
+    )
     assert code == 0 and out.startswith("Why did the")
 
 
 def test_generate_is_recorded_as_a_run(model, workspace, capsys):
-    code, _, err = run_cli(capsys, "--model", model, "--length", "5", "--num-samples", "2",
-                           "--seed", "1")
+    code, _, err = run_cli(
+        capsys, "--model", model, "--length", "5", "--num-samples", "2", "--seed", "1"
+    )
     assert code == 0
     assert "run 1" in err
     samples = (workspace / "runs" / "1" / "samples.jsonl").read_text().splitlines()
@@ -97,17 +136,43 @@ def test_bad_input_is_one_clean_line(model, workspace, capsys, args, message):
 
 def test_python_dash_m_entry_point(model, workspace):
     result = subprocess.run(
-        [sys.executable, "-m", "tunesmith", "generate", "--model", model, "--length", "4",
-         "--seed", "1", "--no-run", "--temperature", "0", "--ignore-eos"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "tunesmith",
+            "generate",
+            "--model",
+            model,
+            "--length",
+            "4",
+            "--seed",
+            "1",
+            "--no-run",
+            "--temperature",
+            "0",
+            "--ignore-eos",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
 
 
 def test_default_model_gpt2_comes_from_the_offline_hub_cache(offline_hub, workspace, capsys):
-    code, out, err = run_cli(capsys, "--length", "5", "--seed", "1", "--ignore-eos",
-                             "--num-samples", "2", "--format", "jsonl")
+    code, out, err = run_cli(
+        capsys,
+        "--length",
+        "5",
+        "--seed",
+        "1",
+        "--ignore-eos",
+        "--num-samples",
+        "2",
+        "--format",
+        "jsonl",
+    )
     assert code == 0, err
     assert len(out.splitlines()) == 2
     meta = (workspace / "runs" / "1" / ".tunesmith" / "meta.json").read_text()

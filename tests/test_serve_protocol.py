@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tunesmith.serve.protocol import APIError, CompletionRequest, parse_completion_request
+from tunesmith.server.protocol import APIError, CompletionRequest, parse_completion_request
 
 
 def parse(body: dict, **limits) -> CompletionRequest:

@@ -28,8 +28,8 @@ _EXPORTS = {
     "load_training_examples": "tunesmith.data",
     "FinetuneConfig": "tunesmith.train",
     "finetune": "tunesmith.train",
-    "serve": "tunesmith.serve",
-    "ServerConfig": "tunesmith.serve",
+    "serve": "tunesmith.server",
+    "ServerConfig": "tunesmith.server",
     "recorded_run": "tunesmith.runs",
     "open_workspace": "tunesmith.runs",
 }

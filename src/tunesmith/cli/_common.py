@@ -15,9 +15,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="workspace folder holding runs/ (default: $TUNESMITH_HOME or the current directory)",
     )
-    parser.add_argument(
-        "--no-run", action="store_true", help="do not record this command as a run"
-    )
+    parser.add_argument("--no-run", action="store_true", help="do not record this command as a run")
 
 
 def run_for(

@@ -43,7 +43,7 @@ def handle(args: argparse.Namespace) -> int:
     from tunesmith.generate import TextGenerator
     from tunesmith.runs import is_run_reference
     from tunesmith.runs.references import Reference
-    from tunesmith.serve import RequestLog, ServerConfig, serve
+    from tunesmith.server import RequestLog, ServerConfig, serve
 
     config = ServerConfig(
         host=args.host,

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunesmith.generate import GenerationConfig, Request, Sample, TextGenerator
-from tunesmith.serve import protocol
-from tunesmith.serve.batcher import Batcher, Job, JobFailed, JobTimeout
-from tunesmith.serve.protocol import APIError, CompletionRequest
+from tunesmith.server import protocol
+from tunesmith.server.batcher import Batcher, Job, JobFailed, JobTimeout
+from tunesmith.server.protocol import APIError, CompletionRequest
 
 FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length"}
 

@@ -8,14 +8,12 @@ batches what waits, completions.py joins the two, server.py is the HTTP side.
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Callable
 
 from tunesmith.generate import TextGenerator
-from tunesmith.serve.protocol import APIError, CompletionRequest, parse_completion_request
-from tunesmith.serve.requestlog import RequestLog
-from tunesmith.serve.server import CompletionServer, ServerConfig
+from tunesmith.server.protocol import APIError, CompletionRequest, parse_completion_request
+from tunesmith.server.requestlog import RequestLog
+from tunesmith.server.server import CompletionServer, ServerConfig
 
 __all__ = [
     "APIError",
@@ -50,15 +48,3 @@ def serve(
     finally:
         server.close()
     return server.log.totals()
-
-
-class _CallableModule(types.ModuleType):
-    """`tunesmith.serve` names both this package and its `serve` function (the top-level lazy
-    API exports the function; importing any `tunesmith.serve.*` module rebinds the name to the
-    package). Calling the package calls the function, so `tunesmith.serve(...)` always works."""
-
-    def __call__(self, *args, **kwargs) -> dict[str, int]:
-        return serve(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -20,11 +20,11 @@ from urllib.parse import urlsplit
 
 from tunesmith.errors import UsageError
 from tunesmith.generate import TextGenerator
-from tunesmith.serve import protocol
-from tunesmith.serve.batcher import Batcher
-from tunesmith.serve.completions import CompletionService
-from tunesmith.serve.protocol import APIError
-from tunesmith.serve.requestlog import RequestLog
+from tunesmith.server import protocol
+from tunesmith.server.batcher import Batcher
+from tunesmith.server.completions import CompletionService
+from tunesmith.server.protocol import APIError
+from tunesmith.server.requestlog import RequestLog
 
 ROUTES = {"/health": "GET", "/v1/models": "GET", "/v1/completions": "POST"}
 
