@@ -8,7 +8,8 @@ Both train randomly initialised 124M-parameter GPT-2s (tunesmith's `GPT2` and `t
   (b) one joke per sequence, 32 per batch, length-bucketed and right-padded (tunesmith's default).
 tunesmith runs its real training pieces (LMLoss, the optimizer it builds, gradient clipping),
 full fine-tune and LoRA. Steps of the different setups are interleaved round by round, so a
-machine shared with other work slows them alike. tokens/s counts target tokens (no padding).
+machine shared with other work slows them alike, and each figure is the median over its steps.
+tokens/s counts target tokens (no padding).
 Finally it projects the seed's job: 10 epochs of onelinefun.csv, GPT-2 124M, full fine-tune.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -55,17 +57,17 @@ class Setup:
 
     def __init__(self, name, step):
         self.name, self.step = name, step
-        self.seconds, self.tokens = 0.0, 0
+        self.rates: list[float] = []  # tokens/s of each timed step
 
     def timed(self, batch) -> None:
         start = time.perf_counter()
         self.step(batch)
-        self.seconds += time.perf_counter() - start
-        self.tokens += batch.num_targets
+        self.rates.append(batch.num_targets / (time.perf_counter() - start))
 
     @property
     def tokens_per_s(self) -> float:
-        return self.tokens / self.seconds
+        """The median step: robust to the bursts of other work on a shared machine."""
+        return statistics.median(self.rates)
 
 
 def hf_setup(device: torch.device) -> Setup:

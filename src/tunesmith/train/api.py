@@ -164,7 +164,7 @@ def _finetune(config, run, info, device, train_texts, val_texts) -> FinetuneResu
         for record in state.history:  # the resumed run's metrics cover the whole training
             run.log_metrics({k: v for k, v in record.items() if k != "step"}, record["step"])
 
-    loss_fn = LMLoss(model)
+    loss_fn = LMLoss(model, select=not config.compile)
     wrapped = distributed.wrap(loss_fn, info, device)
     if config.compile:
         wrapped = torch.compile(wrapped)

@@ -19,9 +19,12 @@ from tunesmith.train.batching import IGNORE
 class LMLoss(nn.Module):
     """forward(inputs, labels) -> summed cross-entropy over the labelled positions."""
 
-    def __init__(self, model: GPT2):
+    def __init__(self, model: GPT2, select: bool = True):
         super().__init__()
         self.model = model
+        # Selecting rows gives data-dependent shapes, which torch.compile cannot trace whole;
+        # compiled, the head runs on every position and ignore_index drops the padding.
+        self.select = select
 
     def forward(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         model = self.model
@@ -35,7 +38,10 @@ class LMLoss(nn.Module):
             else:
                 # Right padding under a causal mask: real tokens never see the padding.
                 x = block(x, None, None, 0)
-        keep = labels.reshape(-1) != IGNORE
-        h = tr.ln_f(x).reshape(B * T, -1)[keep]  # (N, C): only positions with a target
+        h = tr.ln_f(x).reshape(B * T, -1)
+        targets = labels.reshape(-1)
+        if self.select:
+            keep = targets != IGNORE
+            h, targets = h[keep], targets[keep]  # (N, C): only positions with a target
         logits = model.lm_head(h).float()
-        return F.cross_entropy(logits, labels.reshape(-1)[keep], reduction="sum")
+        return F.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="sum")
