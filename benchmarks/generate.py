@@ -4,7 +4,7 @@ Same model (the GPT-2 124M shape, random weights), same prompt, 70 new tokens, s
 (temperature 1, top-p 0.9, no early stop), at batch 1 and batch 8. Prints tokens/s for both
 and the ratio.
 
-    python benchmarks/generate.py [--device cpu|cuda] [--repeats 3] [--batches 1,8]
+    python benchmarks/generate.py [--device cpu|cuda] [--repeats 3] [--batches 1,8] [--threads N]
 """
 
 from __future__ import annotations
@@ -79,11 +79,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     args = parser.parse_args()
 
     from tunesmith.devices import resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # for both libraries alike
     # Each library in its default format for the device (transformers: float32 on CPU; on GPU
     # both bfloat16), plus tunesmith in float32 for a like-for-like row where they differ.
     default = resolve_dtype("auto", device)
