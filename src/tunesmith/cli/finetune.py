@@ -44,7 +44,12 @@ def register(subparsers) -> None:
     g.add_argument("--epochs", type=int, help="passes over the data (3)")
     g.add_argument("--max-steps", type=int, help="stop after this many steps (overrides epochs)")
     g.add_argument("--seed", type=int, help="random seed (0)")
-    g.add_argument("--dropout", type=float, help="dropout (default: the model's)")
+    g.add_argument("--dropout", type=float, help="embedding/residual dropout (the model's)")
+    g.add_argument(
+        "--attn-dropout",
+        type=float,
+        help="attention dropout (0: lets attention use the fused kernel)",
+    )
     g = p.add_argument_group("LoRA")
     g.add_argument("--lora", action="store_true", help="train low-rank adapters only")
     g.add_argument("--lora-rank", type=int, help="(8)")

@@ -114,8 +114,7 @@ def _finetune(config, run, info, device, train_texts, val_texts) -> FinetuneResu
             f"--block-size {block_size} is larger than the model's context of {n_ctx} tokens; "
             f"use --block-size {n_ctx} or less"
         )
-    if config.dropout is not None:
-        _set_dropout(model, config.dropout)
+    _set_dropout(model, config.dropout, config.attn_dropout)
 
     if train_texts is None:
         from tunesmith.data import load_training_examples
@@ -316,12 +315,18 @@ def _optimizer(model, config: FinetuneConfig, device: torch.device) -> torch.opt
         return torch.optim.AdamW(groups, lr=config.learning_rate, foreach=True)
 
 
-def _set_dropout(model, p: float) -> None:
+def _set_dropout(model, p: float | None, attn_p: float | None = None) -> None:
+    """Set the residual/embedding dropout (None: keep the model's) and the attention dropout
+    (None: the same as the other)."""
     for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
+        if isinstance(module, torch.nn.Dropout) and p is not None:
             module.p = p
+    for module in model.modules():
         if hasattr(module, "attn_dropout"):
-            module.attn_dropout = p
+            if attn_p is not None:
+                module.attn_dropout = attn_p
+            elif p is not None:
+                module.attn_dropout = p
 
 
 def _resolve_quietly(ref: str, allow_unfinished: bool = False) -> str:
