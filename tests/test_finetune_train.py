@@ -215,3 +215,65 @@ def test_cuda_bf16_training(tiny_model_dir, tmp_path, compile_):
     cfg = _config(tiny_model_dir, device="cuda", max_steps=8, compile=compile_, batch_size=4)
     result = finetune(cfg, output_dir=tmp_path, train_texts=JOKES * 2, val_texts=JOKES[:2])
     assert result.val_loss_after < result.val_loss_before
+
+
+def test_resume_after_sigkill_of_the_cli(tiny_model_dir, tmp_path):
+    """A real kill -9 mid-run: the last checkpoint is whole and resuming it ends where an
+    uninterrupted run ends."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "jokes.txt"
+    data.write_text("\n".join(JOKES * 4) + "\n")
+    args = [
+        sys.executable,
+        "-m",
+        "tunesmith",
+        "finetune",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "--max-steps",
+        "60",
+        "--save-every",
+        "3",
+        "--batch-size",
+        "2",
+        "--report-samples",
+        "0",
+        "--no-progress",
+        "--no-run",
+        "--lr",
+        "1e-3",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [*args, "--output-dir", str(tmp_path / "killed")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not list_checkpoints(tmp_path / "killed") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if (tmp_path / "killed" / "model").exists():
+        pytest.skip("the run finished before it could be killed")
+    subprocess.run(
+        [*args, "--output-dir", str(tmp_path / "whole")], env=env, check=True, capture_output=True
+    )
+    subprocess.run(
+        [*args, "--output-dir", str(tmp_path / "resumed"), "--resume", str(tmp_path / "killed")],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    a = _weights(tmp_path / "whole" / "model")
+    b = _weights(tmp_path / "resumed" / "model")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)

@@ -155,8 +155,8 @@ def train(t: Trainer, state: TrainState, best_weights: dict | None = None) -> Tr
                     or state.stopped_early
                 ):
                     save(t, state)
-                if state.stopped_early:
-                    break
+                if state.stopped_early or epoch_end:
+                    break  # at an epoch end, the outer loop takes the next epoch's order
     finally:
         bar.close()
     if cfg.early_stop and best_weights is not None and state.best_step != state.step:
