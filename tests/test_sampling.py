@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 import torch
 
-from tunesmith.sampling import NUCLEUS_PROBE, apply_repetition_penalty, sample
+from tunesmith.sampling import _nucleus_threshold, apply_repetition_penalty, sample
 
 LOGITS = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0]])
 PROBS = LOGITS.softmax(-1)[0]  # 0.636, 0.234, 0.086, 0.032, 0.012
@@ -34,14 +34,24 @@ def test_top_p_keeps_the_smallest_set_reaching_p(top_p, nucleus):
     assert set(frequencies(LOGITS, top_p=top_p, draws=1500)) == nucleus
 
 
-def test_top_p_beyond_the_fast_probe_on_a_flat_distribution():
-    vocab = 4 * NUCLEUS_PROBE
+def test_top_p_on_a_flat_distribution():
+    vocab = 4096
     logits = -torch.arange(vocab, dtype=torch.float32)[None] * 1e-5  # nearly flat, ordered
     probs = logits.softmax(-1)[0]
     nucleus = int(((probs.cumsum(0) - probs) < 0.9).sum())
     freq = frequencies(logits, top_p=0.9, draws=3000)
     assert max(freq) < nucleus  # nothing outside the nucleus
-    assert len(freq) > NUCLEUS_PROBE  # the nucleus was not cut at the probe
+    assert len(freq) > 1024  # but far into it
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 4.0, 20.0])
+@pytest.mark.parametrize("top_p", [0.3, 0.9, 0.99])
+def test_nucleus_threshold_equals_the_sorted_definition(scale, top_p):
+    torch.manual_seed(0)
+    probs = (torch.randn(3, 50257) * scale).softmax(-1)
+    ranked = probs.sort(dim=-1, descending=True).values
+    kept = ((ranked.cumsum(-1) - ranked) < top_p).sum(-1, keepdim=True)
+    assert torch.equal(_nucleus_threshold(probs, top_p), ranked.gather(-1, kept - 1))
 
 
 def test_temperature_zero_is_argmax_and_low_temperature_sharpens():
