@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     )
     prompt.add_argument("--prompt-file", metavar="FILE", help="read the prompt from FILE")
     p.add_argument("--length", type=int, default=70, help="new tokens per sample (default 70)")
-    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("-n", "--num-samples", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=8, help="samples decoded together")
     p.add_argument("--temperature", type=float, default=1.0, help="0 means greedy")
     p.add_argument("--top-k", type=int, default=0, help="0 means off")
