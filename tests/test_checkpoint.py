@@ -126,6 +126,7 @@ def test_saved_folder_loads_in_transformers_with_identical_logits(tiny_model_dir
     save_checkpoint(model, tokenizer, tmp_path / "out")
     assert (reference_logits(tmp_path / "out", X) - ours).abs().max() <= 1e-4
     assert (our_logits(tmp_path / "out", X) - ours).abs().max() == 0
+    assert (tmp_path / "out" / "model.safetensors").stat().st_mode & 0o044  # others may read it
 
 
 @pytest.mark.parametrize(

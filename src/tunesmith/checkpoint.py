@@ -271,6 +271,7 @@ def save_checkpoint(
     state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
     tmp = folder / (SAFETENSORS + ".tmp")
     save_file(to_hf_names(state), tmp, metadata={"format": "pt"})
+    os.chmod(tmp, 0o644)  # safetensors writes owner-only; a model is for sharing
     os.replace(tmp, folder / SAFETENSORS)  # never a half-written weights file
     (folder / "config.json").write_text(json.dumps(model.config.to_hf(), indent=2))
     eos = model.config.eos_token_id

@@ -244,6 +244,7 @@ def save_model(run_dir: Path, model, tokenizer, config: FinetuneConfig) -> Path:
     run_dir = Path(run_dir)
     final = run_dir / MODEL_DIR
     tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=run_dir))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the model folder is for sharing
     try:
         if config.lora:
             adapter = {

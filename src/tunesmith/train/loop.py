@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -100,6 +101,8 @@ def train(t: Trainer, state: TrainState, best_weights: dict | None = None) -> Tr
         disable=not (t.is_main and cfg.progress),
         unit="step",
         dynamic_ncols=True,
+        # Piped or logged (not a terminal): a line every 30 s, not ten a second.
+        mininterval=0.1 if sys.stderr.isatty() else 30.0,
     )
     t.model.train()
     window_tokens, window_time = 0, 0.0
