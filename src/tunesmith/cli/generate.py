@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from tunesmith.cli._common import add_run_options, run_for
 from tunesmith.errors import UsageError
+from tunesmith.files import write_text_atomically
 
 
 def register(subparsers) -> None:
@@ -84,10 +84,10 @@ def handle(args: argparse.Namespace) -> int:
             )
         records = [_record(s) for s in samples]
         if run.id is not None:
-            _write_atomically(run.dir / "samples.jsonl", _jsonl(records))
+            write_text_atomically(run.dir / "samples.jsonl", _jsonl(records))
         if args.output:
             text = _jsonl(records) if args.format == "jsonl" else _plain(samples)
-            _write_atomically(Path(args.output), text)
+            write_text_atomically(Path(args.output), text)
         run.final_metrics.update(
             samples=len(samples), tokens=sum(len(s.token_ids) for s in samples)
         )
@@ -170,11 +170,3 @@ def _plain(samples) -> str:
     return "".join(
         f"=== sample {s.index + 1}/{len(samples)} ===\n{s.prompt}{s.text}\n" for s in samples
     )
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write to a temp file and rename, so a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +21,7 @@ from tunesmith.data.report import (
 from tunesmith.data.sources import is_data_run_folder, read_sources
 from tunesmith.data.tables import parse_data_run
 from tunesmith.errors import DataError, TunesmithError
+from tunesmith.files import write_text_atomically
 
 DATA_TXT = "data.txt"
 TRAIN_JSONL = "train.jsonl"
@@ -169,8 +169,10 @@ def prepare_data(sources: list[str], config: DataConfig | None, output_dir: Path
     _write_jsonl(output_dir / TRAIN_JSONL, train)
     _write_jsonl(output_dir / VAL_JSONL, val)
     stats = {**result.to_dict(), "config": config.to_dict()}
-    _write_atomic(output_dir / STATS_JSON, json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
-    _write_atomic(output_dir / DATA_TXT, "".join(one_line(t) + "\n" for t in texts))
+    write_text_atomically(
+        output_dir / STATS_JSON, json.dumps(stats, indent=2, ensure_ascii=False) + "\n"
+    )
+    write_text_atomically(output_dir / DATA_TXT, "".join(one_line(t) + "\n" for t in texts))
     result.files = [DATA_TXT, TRAIN_JSONL, VAL_JSONL, STATS_JSON, HISTOGRAM_PNG]
     result.files += [info.kept for info in infos if info.kept]
     return result
@@ -228,10 +230,4 @@ def _write_jsonl(path: Path, examples: list[Example]) -> None:
         )
         for e in examples
     )
-    _write_atomic(path, "".join(row + "\n" for row in rows))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomically(path, "".join(row + "\n" for row in rows))
