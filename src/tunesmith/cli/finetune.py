@@ -54,7 +54,7 @@ def register(subparsers) -> None:
     g.add_argument("--lora", action="store_true", help="train low-rank adapters only")
     g.add_argument("--lora-rank", type=int, help="(8)")
     g.add_argument("--lora-alpha", type=float, help="(16)")
-    g.add_argument("--lora-dropout", type=float, help="(0.05)")
+    g.add_argument("--lora-dropout", type=float, help="(0)")
     g.add_argument(
         "--lora-targets",
         nargs="+",

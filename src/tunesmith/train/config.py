@@ -47,7 +47,7 @@ class FinetuneConfig:
     lora: bool = False
     lora_rank: int = 8
     lora_alpha: float = 16.0
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.0  # as PEFT; each dropout costs a Bernoulli draw per activation
     lora_targets: tuple[str, ...] = ("c_attn", "attn.c_proj")
     eval_every: int | None = None  # None: evaluate before, at each epoch end and at the end
     early_stop: int | None = None  # patience in evaluations
