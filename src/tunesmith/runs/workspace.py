@@ -150,21 +150,13 @@ class Workspace:
         return [Run.from_row(r) for r in rows]
 
     def update(self, run_id: int, **fields: Any) -> None:
-        for key in JSON_COLUMNS:
-            if key in fields:
-                fields[key] = to_json(fields[key])
-        assignments = ", ".join(f"{key} = ?" for key in fields)
         with self._transaction() as tx:
-            tx.execute(f"UPDATE runs SET {assignments} WHERE id = ?", [*fields.values(), run_id])
+            _update_run(tx, run_id, fields)
 
     def finish(self, run_id: int, outputs: list[Output], **fields: Any) -> None:
         """Record the end of a run and its outputs in one transaction."""
-        for key in JSON_COLUMNS:
-            if key in fields:
-                fields[key] = to_json(fields[key])
-        assignments = ", ".join(f"{key} = ?" for key in fields)
         with self._transaction() as tx:
-            tx.execute(f"UPDATE runs SET {assignments} WHERE id = ?", [*fields.values(), run_id])
+            _update_run(tx, run_id, fields)
             tx.execute("DELETE FROM outputs WHERE run_id = ?", (run_id,))
             tx.executemany(
                 "INSERT INTO outputs (run_id, path, size, sha256) VALUES (?, ?, ?, ?)",
@@ -346,3 +338,10 @@ def open_workspace(path: str | Path | None = None) -> Workspace:
         raise RunError(f"workspace {workspace.root} is not a folder")
     workspace.reap_stale()
     return workspace
+
+
+def _update_run(tx: sqlite3.Connection, run_id: int, fields: dict[str, Any]) -> None:
+    """Set columns of one run (JSON columns encoded) inside the caller's transaction."""
+    values = {k: to_json(v) if k in JSON_COLUMNS else v for k, v in fields.items()}
+    assignments = ", ".join(f"{key} = ?" for key in values)
+    tx.execute(f"UPDATE runs SET {assignments} WHERE id = ?", [*values.values(), run_id])
