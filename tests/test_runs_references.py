@@ -64,11 +64,11 @@ def three_runs(workspace):
 def test_references_resolve_to_paths(three_runs):
     ws = open_workspace()
     runs = three_runs / "runs"
-    assert ws.resolve("runs/1") == runs / "1"
-    assert ws.resolve("runs/1/data.txt") == runs / "1" / "data.txt"
-    assert ws.resolve("runs/3") == runs / "3" / "model"
-    assert ws.resolve("runs/3/model/config.json") == runs / "3" / "model" / "config.json"
-    assert ws.resolve("runs/last") == runs / "3" / "model"
+    assert resolve_reference("runs/1", ws) == runs / "1"
+    assert resolve_reference("runs/1/data.txt", ws) == runs / "1" / "data.txt"
+    assert resolve_reference("runs/3", ws) == runs / "3" / "model"
+    assert resolve_reference("runs/3/model/config.json", ws) == runs / "3" / "model" / "config.json"
+    assert resolve_reference("runs/last", ws) == runs / "3" / "model"
     assert resolve_reference("runs/1/data.txt") == runs / "1" / "data.txt"
     assert resolve_reference("gpt2") == __import__("pathlib").Path("gpt2")
 
@@ -91,12 +91,12 @@ def test_resolving_needs_no_current_directory(three_runs, tmp_path, monkeypatch)
 )
 def test_bad_references_are_clear_errors(three_runs, ref, message):
     with pytest.raises(RunError, match=message):
-        open_workspace().resolve(ref)
+        resolve_reference(ref, open_workspace())
 
 
 def test_unfinished_runs_resolve_when_allowed(three_runs):
     ws = open_workspace()
-    assert ws.resolve("runs/2/half.txt", allow_unfinished=True).name == "half.txt"
+    assert resolve_reference("runs/2/half.txt", ws, allow_unfinished=True).name == "half.txt"
     assert resolve_reference("runs/2", allow_unfinished=True) == three_runs / "runs" / "2"
 
 

@@ -304,12 +304,6 @@ class Workspace:
             tx.execute("DELETE FROM uses WHERE run_id = ?", (run_id,))
         remove_tree(self.run_dir(run_id))
 
-    def resolve(self, ref: str, allow_unfinished: bool = False) -> Path:
-        """The path a run reference (`runs/N`, `runs/N/path`, `runs/last`) names."""
-        from tunesmith.runs.references import resolve_in
-
-        return resolve_in(self, ref, allow_unfinished=allow_unfinished).path
-
 
 def remove_tree(path: Path) -> None:
     """rmtree that also removes read-only files and folders (mounted inputs are made read-only)."""
