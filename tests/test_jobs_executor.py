@@ -52,7 +52,10 @@ def test_a_request_the_machine_cannot_satisfy_fails_at_once_naming_what_it_has(w
     assert capacity["cpus"] >= 1 and capacity["memory_gb"] > 0
     check_resources(Resources(cpus=1), capacity)  # fits
     too_many = int(capacity["gpus"]) + 1
-    with pytest.raises(RunError, match=rf"cannot give gpus {too_many} \(it has cpus "):
+    with pytest.raises(
+        RunError,
+        match=rf"cannot give {too_many} GPUs \(it has \d+ CPUs, \d+ GPUs, [\d.]+ GB memory\)",
+    ):
         run_job(JobSpec([PY, "-c", "open('ran', 'w')"], resources=Resources(gpus=too_many)))
     run = open_workspace().get(1)
     assert run.status == "failed" and run.params["resources"] == {"gpus": too_many}

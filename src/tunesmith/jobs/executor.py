@@ -42,13 +42,19 @@ def local_capacity() -> dict[str, float]:
     return {"cpus": os.cpu_count() or 1, "gpus": gpus, "memory_gb": memory}
 
 
+def _describe(amounts: dict[str, float]) -> str:
+    """`{"gpus": 2, "memory_gb": 8}` → `2 GPUs, 8 GB memory`."""
+    units = {"cpus": "CPUs", "gpus": "GPUs", "memory_gb": "GB memory"}
+    return ", ".join(f"{amount:g} {units[name]}" for name, amount in amounts.items())
+
+
 def check_resources(resources: Resources, capacity: dict[str, float]) -> None:
     """Refuse at once a request this machine can never satisfy, saying what it has."""
-    short = [k for k, v in resources.requested().items() if v > capacity[k]]
+    wanted = resources.requested()
+    short = {name: amount for name, amount in wanted.items() if amount > capacity[name]}
     if short:
-        has = ", ".join(f"{k.replace('_gb', '')} {capacity[k]:g}" for k in capacity)
-        wants = ", ".join(f"{k.replace('_gb', '')} {resources.requested()[k]:g}" for k in short)
-        raise RunError(f"this machine cannot give {wants} (it has {has}); ask for less")
+        has = _describe({k: round(v, 1) for k, v in capacity.items()})
+        raise RunError(f"this machine cannot give {_describe(short)} (it has {has}); ask for less")
 
 
 def job_environment(spec: JobSpec, run: RunHandle) -> dict[str, str]:
