@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tunesmith.data.clean import clean, one_line, split_train_val
-from tunesmith.data.formats import Example
+from tunesmith.data.examples import Example
 
 
 def examples(*texts: str) -> list[Example]:

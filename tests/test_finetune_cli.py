@@ -86,9 +86,9 @@ def test_finetune_run_writes_model_metrics_plot_and_report(
     stored = open_workspace(workspace).get(1)
     assert stored.main_output == "model"
     # runs/1 now names the model: generate-style loading works through the reference.
-    from tunesmith.checkpoint import load_checkpoint
+    import tunesmith
 
-    load_checkpoint("runs/1")
+    tunesmith.load("runs/1", device="cpu")
 
 
 def test_resume_continues_an_interrupted_run(workspace, tiny_model_dir, jokes_csv, monkeypatch):

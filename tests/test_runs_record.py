@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tunesmith.errors import DataError, RunError
-from tunesmith.runs import Terminated, open_workspace, recorded_run
+from tunesmith.runs import Terminated, open_workspace, recorded_run, resolve_reference
 from tunesmith.runs.outputs import sha256_file
 
 
@@ -65,7 +65,7 @@ def test_final_metrics_and_main_output_are_stored(workspace):
     m = meta(workspace, 1)
     assert m["metrics"] == {"val_loss": 2.0}
     assert m["main_output"] == "model"
-    assert open_workspace().resolve("runs/1") == workspace / "runs" / "1" / "model"
+    assert resolve_reference("runs/1", open_workspace()) == workspace / "runs" / "1" / "model"
 
 
 def test_an_error_fails_the_run_but_keeps_what_was_saved(workspace, capsys):

@@ -12,6 +12,8 @@ from tunesmith.runs import (
     recorded_run,
     resolve_reference,
 )
+from tunesmith.runs.context import FolderRun
+from tunesmith.runs.references import pick_run
 
 
 @pytest.mark.parametrize(
@@ -64,11 +66,11 @@ def three_runs(workspace):
 def test_references_resolve_to_paths(three_runs):
     ws = open_workspace()
     runs = three_runs / "runs"
-    assert ws.resolve("runs/1") == runs / "1"
-    assert ws.resolve("runs/1/data.txt") == runs / "1" / "data.txt"
-    assert ws.resolve("runs/3") == runs / "3" / "model"
-    assert ws.resolve("runs/3/model/config.json") == runs / "3" / "model" / "config.json"
-    assert ws.resolve("runs/last") == runs / "3" / "model"
+    assert resolve_reference("runs/1", ws) == runs / "1"
+    assert resolve_reference("runs/1/data.txt", ws) == runs / "1" / "data.txt"
+    assert resolve_reference("runs/3", ws) == runs / "3" / "model"
+    assert resolve_reference("runs/3/model/config.json", ws) == runs / "3" / "model" / "config.json"
+    assert resolve_reference("runs/last", ws) == runs / "3" / "model"
     assert resolve_reference("runs/1/data.txt") == runs / "1" / "data.txt"
     assert resolve_reference("gpt2") == __import__("pathlib").Path("gpt2")
 
@@ -91,12 +93,12 @@ def test_resolving_needs_no_current_directory(three_runs, tmp_path, monkeypatch)
 )
 def test_bad_references_are_clear_errors(three_runs, ref, message):
     with pytest.raises(RunError, match=message):
-        open_workspace().resolve(ref)
+        resolve_reference(ref, open_workspace())
 
 
 def test_unfinished_runs_resolve_when_allowed(three_runs):
     ws = open_workspace()
-    assert ws.resolve("runs/2/half.txt", allow_unfinished=True).name == "half.txt"
+    assert resolve_reference("runs/2/half.txt", ws, allow_unfinished=True).name == "half.txt"
     assert resolve_reference("runs/2", allow_unfinished=True) == three_runs / "runs" / "2"
 
 
@@ -118,3 +120,40 @@ def test_running_run_cannot_be_used_unless_allowed(workspace):
         assert resolve_reference("runs/1", allow_unfinished=True) == first.dir
         with recorded_run(kind="finetune", params={}) as second:
             assert second.use("runs/1", allow_unfinished=True) == str(first.dir)
+
+
+@pytest.mark.parametrize("text, run_id", [("1", 1), ("runs/2", 2), ("./runs/3/", 3), ("last", 3)])
+def test_a_run_is_picked_by_number_or_reference(three_runs, text, run_id):
+    assert pick_run(open_workspace(), text) == run_id
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("runs/1/data.txt", "is not a run; give its number"),
+        ("three", "is not a run; give its number"),
+        ("7", "there is no run 7 in"),
+    ],
+)
+def test_picking_a_run_that_is_not_one_is_a_clear_error(three_runs, text, message):
+    with pytest.raises(RunError, match=message):
+        pick_run(open_workspace(), text)
+
+
+def test_last_in_an_empty_workspace_is_a_clear_error(workspace):
+    with pytest.raises(RunError, match="there are no runs in"):
+        pick_run(open_workspace(), "runs/last")
+
+
+def test_a_plain_folder_run_resolves_references_without_recording_them(three_runs, tmp_path):
+    run = FolderRun(tmp_path / "out")
+    assert run.use("runs/3") == str(three_runs / "runs" / "3" / "model")
+    assert run.use("gpt2") == "gpt2"
+    with pytest.raises(RunError, match="run 2 failed"):
+        run.use("runs/2")
+    assert run.use("runs/2", allow_unfinished=True) == str(three_runs / "runs" / "2")
+    assert open_workspace().used_by(3) == []  # no lineage outside a recorded run
+    run.log_metrics({"loss": 0.5}, step=2)
+    run.log_metrics({"val_loss": 0.25})
+    lines = (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
+    assert lines == ['{"step": 2, "loss": 0.5}', '{"val_loss": 0.25}']

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tunesmith.errors import RunError
-from tunesmith.runs import open_workspace, recorded_run
+from tunesmith.runs import open_workspace, recorded_run, resolve_reference
 from tunesmith.runs.schema import STALE_NOTE
 
 START_RUN = """
@@ -84,7 +84,7 @@ def test_a_killed_run_is_found_and_marked_failed(workspace):
     assert [o.path for o in ws.outputs(1)] == ["checkpoint.txt"]  # what it saved stays usable
     meta = json.loads((ws.records_dir(1) / "meta.json").read_text())
     assert meta["status"] == "failed"
-    assert ws.resolve("runs/1/checkpoint.txt", allow_unfinished=True).is_file()
+    assert resolve_reference("runs/1/checkpoint.txt", ws, allow_unfinished=True).is_file()
 
 
 def test_a_reused_pid_does_not_keep_a_dead_run_running(workspace):

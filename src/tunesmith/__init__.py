@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from tunesmith.version import __version__ as __version__
 
 _EXPORTS = {
     "TextGenerator": "tunesmith.generate",
@@ -40,8 +40,12 @@ __all__ = ["load", *_EXPORTS]
 def load(source: str = "gpt2", device: str = "auto", dtype: str = "auto"):
     """A TextGenerator for a hub id (gpt2, distilgpt2, ...), a model folder, or a run."""
     from tunesmith.generate import TextGenerator
+    from tunesmith.runs.references import resolve_reference
 
-    return TextGenerator.load(source, device=device, dtype=dtype)
+    path = str(resolve_reference(source))  # runs/N → its model folder; anything else as given
+    generator = TextGenerator.load(path, device=device, dtype=dtype)
+    generator.source = str(source)
+    return generator
 
 
 def __getattr__(name: str):

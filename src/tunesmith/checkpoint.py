@@ -34,13 +34,11 @@ IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 
 
 def resolve_model_dir(source: str | os.PathLike) -> Path:
-    """A local folder holding the checkpoint named by `source`: a run reference (runs/N), a
-    folder in the Hugging Face layout, or a hub id resolved through huggingface_hub's cache."""
+    """A local folder holding the checkpoint named by `source`: a folder in the Hugging Face
+    layout, or a hub id resolved through huggingface_hub's cache. Run references (runs/N) are
+    the run store's to resolve (`tunesmith.load`, a run's `use`): this lowest layer knows
+    nothing of runs."""
     text = str(source)
-    if text == "runs" or text.startswith("runs/"):
-        from tunesmith.runs import resolve_reference
-
-        return _checked_folder(resolve_reference(text), text)
     path = Path(text).expanduser()
     if path.exists():
         return _checked_folder(path, text)

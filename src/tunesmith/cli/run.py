@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tunesmith.jobs import JobSpec, parse_env, run_job
 from tunesmith.runs import Terminated
-from tunesmith.runs.command import CommandConfig, parse_env, run_command
 
 
 def register(subparsers) -> None:
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     command = list(args.cmd)
     if command and command[0] == "--":
         command = command[1:]
-    config = CommandConfig(
+    config = JobSpec(
         command=command,
         mounts=args.mount,
         pip=args.pip,
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         kill_after=args.kill_after,
     )
     try:
-        return run_command(config, workspace=args.workspace, argv=args.command_line)
+        return run_job(config, workspace=args.workspace, argv=args.command_line)
     except Terminated:
         print("tunesmith: terminated", file=sys.stderr)
         return 143

@@ -7,9 +7,9 @@ import json
 import sys
 import time
 
-from tunesmith.errors import RunError
 from tunesmith.runs import open_workspace
-from tunesmith.runs.report import describe_text, follow_log, runs_table
+from tunesmith.runs.references import pick_run
+from tunesmith.runs.views import describe_text, follow_log, runs_table
 
 
 def _add_workspace(parser: argparse.ArgumentParser, nested: bool = False) -> None:
@@ -49,21 +49,6 @@ def register(subparsers) -> None:
     logs.set_defaults(handler=show_logs)
 
 
-def _pick(workspace, text: str) -> int:
-    """`3`, `runs/3` or `last`/`runs/last` → a run id that exists."""
-    name = text.strip().removeprefix("./").removeprefix("runs/").rstrip("/")
-    if name == "last":
-        latest = workspace.latest()
-        if latest is None:
-            raise RunError(f"there are no runs in {workspace.root} yet")
-        return latest.id
-    if not name.isdigit():
-        raise RunError(f"{text!r} is not a run; give its number, e.g. 3 or runs/3")
-    if workspace.get(int(name)) is None:
-        raise RunError(f"there is no run {name} in {workspace.root} (see `tunesmith runs`)")
-    return int(name)
-
-
 def list_runs(args: argparse.Namespace) -> int:
     workspace = open_workspace(args.workspace)
     runs = workspace.list_runs()
@@ -76,7 +61,7 @@ def list_runs(args: argparse.Namespace) -> int:
 
 def show_run(args: argparse.Namespace) -> int:
     workspace = open_workspace(args.workspace)
-    run_id = _pick(workspace, args.run)
+    run_id = pick_run(workspace, args.run)
     if args.json:
         print(json.dumps(workspace.describe(run_id), indent=2, default=str))
     else:
@@ -86,7 +71,7 @@ def show_run(args: argparse.Namespace) -> int:
 
 def remove_run(args: argparse.Namespace) -> int:
     workspace = open_workspace(args.workspace)
-    run_id = _pick(workspace, args.run)
+    run_id = pick_run(workspace, args.run)
     workspace.remove(run_id, force=args.force)
     print(f"removed run {run_id}")
     return 0
@@ -94,7 +79,7 @@ def remove_run(args: argparse.Namespace) -> int:
 
 def show_logs(args: argparse.Namespace) -> int:
     workspace = open_workspace(args.workspace)
-    run_id = _pick(workspace, args.run)
+    run_id = pick_run(workspace, args.run)
     for text in follow_log(workspace, run_id, follow=args.follow, sleep=time.sleep):
         sys.stdout.write(text)
         sys.stdout.flush()

@@ -5,7 +5,8 @@ train, val = load_training_examples("out")
 """
 
 from tunesmith.data.config import DataConfig
-from tunesmith.data.formats import Example, SourceInfo
+from tunesmith.data.examples import Example
+from tunesmith.data.formats import SourceInfo
 from tunesmith.data.prepare import (
     DATA_TXT,
     HISTOGRAM_PNG,
@@ -16,7 +17,8 @@ from tunesmith.data.prepare import (
     load_training_examples,
     prepare_data,
 )
-from tunesmith.data.report import LengthStats, format_report
+from tunesmith.data.stats import LengthStats
+from tunesmith.data.summary import format_report
 
 __all__ = [
     "DATA_TXT",

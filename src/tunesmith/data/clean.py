@@ -6,7 +6,7 @@ import random
 import re
 from dataclasses import dataclass, field, replace
 
-from tunesmith.data.formats import Example
+from tunesmith.data.examples import Example
 
 DROP_REASONS = ("empty", "duplicate", "too_short", "too_long")
 # Everything str.splitlines() breaks on, so that one example is one line of data.txt.

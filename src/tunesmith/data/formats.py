@@ -8,7 +8,9 @@ import csv
 import json
 from dataclasses import dataclass
 
+from tunesmith.data import tables
 from tunesmith.data.config import DataConfig
+from tunesmith.data.examples import Example
 from tunesmith.data.sources import SourceFile
 from tunesmith.errors import DataError
 
@@ -40,16 +42,6 @@ BINARY_HINT = "pass a CSV, TSV, JSON, JSONL or plain-text file (optionally gzip-
 
 
 @dataclass(frozen=True)
-class Example:
-    """One example as read, with where it came from."""
-
-    text: str
-    source: str
-    row: int  # 1-based: CSV data row, JSONL record, JSON list item, text line or paragraph
-    line: int | None = None  # 1-based line of the file where it starts, where that exists
-
-
-@dataclass(frozen=True)
 class SourceInfo:
     """What was read from one source file, for the report."""
 
@@ -61,8 +53,6 @@ class SourceInfo:
 
 
 def parse_source(source: SourceFile, config: DataConfig) -> tuple[list[Example], SourceInfo]:
-    from tunesmith.data import tables
-
     text = decode(source.data, source.name, config.encoding, config.errors)
     if source.data_run:
         examples = tables.parse_data_run(text, source.name)

@@ -10,15 +10,16 @@ from typing import Any
 
 from tunesmith.data.clean import Cleaned, clean, one_line, split_train_val
 from tunesmith.data.config import DataConfig
-from tunesmith.data.formats import Example, SourceInfo, parse_source
-from tunesmith.data.report import (
+from tunesmith.data.examples import Example
+from tunesmith.data.formats import SourceInfo, parse_source
+from tunesmith.data.sources import is_data_run_folder, read_sources
+from tunesmith.data.stats import (
     DEFAULT_CONTEXT,
     LengthStats,
     load_tokenizer,
     token_lengths,
     write_histogram,
 )
-from tunesmith.data.sources import is_data_run_folder, read_sources
 from tunesmith.data.tables import parse_data_run
 from tunesmith.errors import DataError, TunesmithError
 from tunesmith.files import write_text_atomically

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from tunesmith import __version__
 from tunesmith.data.config import DataConfig
 from tunesmith.errors import DataError
+from tunesmith.version import __version__
 
 # Extensions a folder is searched for; explicit files and globs may have any extension.
 DATA_EXTENSIONS = (".csv", ".tsv", ".tab", ".json", ".jsonl", ".ndjson", ".txt", ".text", ".md")

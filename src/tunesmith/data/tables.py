@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-from tunesmith.data.formats import Example
+from tunesmith.data.examples import Example
 from tunesmith.errors import DataError
 
 # Column/field names that say "the text is here", most telling first.

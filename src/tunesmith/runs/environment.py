@@ -11,6 +11,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from tunesmith.version import __version__
+
 
 def hostname() -> str:
     return socket.gethostname()
@@ -56,8 +58,6 @@ def _package_version(name: str) -> str | None:
 
 
 def versions() -> dict[str, str | None]:
-    from tunesmith import __version__
-
     torch = sys.modules.get("torch")
     return {
         "tunesmith": __version__,
@@ -114,9 +114,7 @@ def git_commit(path: str | Path) -> str | None:
 
 def tunesmith_commit() -> str | None:
     """The git commit of the tunesmith source that is running, when it runs from a checkout."""
-    import tunesmith
-
-    return git_commit(Path(tunesmith.__file__).parent)
+    return git_commit(Path(__file__).resolve().parent.parent)  # the tunesmith package
 
 
 def collect() -> dict:

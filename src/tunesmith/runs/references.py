@@ -1,18 +1,19 @@
 """Run references: `runs/N` (a run's main output), `runs/N/sub/path` (a file in it) and
-`runs/last` (the newest run), relative to the workspace, so they read like the paths they are."""
+`runs/last` (the newest run), relative to the workspace, so they read like the paths they are.
+
+This module is the one place that parses them: everything else asks `parse_reference`,
+`is_run_reference`, `resolve_in`/`resolve_reference` (a path) or `pick_run` (a run id).
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
 from tunesmith.errors import RunError
 from tunesmith.runs.outputs import top_level_names
-
-if TYPE_CHECKING:
-    from tunesmith.runs.workspace import Workspace
+from tunesmith.runs.workspace import Workspace, open_workspace
 
 _REFERENCE = re.compile(r"^(?:\./)?runs/(?P<run>\d+|last)(?:/+(?P<sub>.*?))?/*$")
 
@@ -106,9 +107,24 @@ def resolve_reference(
 ) -> Path:
     """The path a run reference names, outside any run (e.g. `tunesmith.load("runs/3")`).
     Anything that is not a run reference comes back unchanged, as a Path."""
-    from tunesmith.runs.workspace import Workspace, open_workspace
-
     if not is_run_reference(ref):
         return Path(ref)
     ws = workspace if isinstance(workspace, Workspace) else open_workspace(workspace)
     return resolve_in(ws, ref, allow_unfinished=allow_unfinished).path
+
+
+def pick_run(workspace: Workspace, text: str) -> int:
+    """`3`, `runs/3`, `last` or `runs/last` (as `tunesmith runs show` takes) → a run id that
+    exists in `workspace`."""
+    name = text.strip().removeprefix("./")
+    ref = parse_reference(name if name.startswith("runs/") else f"runs/{name}")
+    if ref is None or ref.subpath:
+        raise RunError(f"{text!r} is not a run; give its number, e.g. 3 or runs/3")
+    if ref.run is None:
+        latest = workspace.latest()
+        if latest is None:
+            raise RunError(f"there are no runs in {workspace.root} yet")
+        return latest.id
+    if workspace.get(ref.run) is None:
+        raise RunError(f"there is no run {ref.run} in {workspace.root} (see `tunesmith runs`)")
+    return ref.run

@@ -1,4 +1,5 @@
-"""The index's tables and the row type, shared by the workspace and its readers."""
+"""The index's row type and its JSON encoding, shared by the workspace and its readers.
+The tables themselves are built and upgraded by `migrations.py`."""
 
 from __future__ import annotations
 
@@ -9,42 +10,6 @@ from typing import Any
 
 STATUSES = ("running", "succeeded", "failed", "interrupted")
 STALE_NOTE = "process died without finishing"
-SCHEMA_VERSION = 1
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS runs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: a removed id is never reused
-        kind TEXT NOT NULL,
-        status TEXT NOT NULL,
-        argv TEXT NOT NULL,
-        params TEXT NOT NULL DEFAULT '{}',
-        started REAL NOT NULL,
-        ended REAL,
-        duration REAL,
-        exit_code INTEGER,
-        error TEXT,
-        pid INTEGER,
-        host TEXT,
-        proc_start TEXT,
-        summary TEXT,
-        main_output TEXT NOT NULL DEFAULT '.',
-        metrics TEXT NOT NULL DEFAULT '{}',
-        info TEXT NOT NULL DEFAULT '{}'
-    )""",
-    """CREATE TABLE IF NOT EXISTS uses (
-        run_id INTEGER NOT NULL,
-        used_id INTEGER NOT NULL,
-        ref TEXT NOT NULL,
-        PRIMARY KEY (run_id, used_id, ref)
-    )""",
-    "CREATE INDEX IF NOT EXISTS uses_by_used ON uses (used_id)",
-    """CREATE TABLE IF NOT EXISTS outputs (
-        run_id INTEGER NOT NULL,
-        path TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        PRIMARY KEY (run_id, path)
-    )""",
-]
 JSON_COLUMNS = ("argv", "params", "metrics", "info")
 
 

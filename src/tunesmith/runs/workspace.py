@@ -20,8 +20,9 @@ from typing import Any
 from tunesmith.errors import RunError
 from tunesmith.runs import environment
 from tunesmith.runs.display import iso_time
+from tunesmith.runs.migrations import MIGRATIONS, migrate, schema_version
 from tunesmith.runs.outputs import RECORDS_DIR, Output, scan_outputs
-from tunesmith.runs.schema import JSON_COLUMNS, SCHEMA, SCHEMA_VERSION, STALE_NOTE, Run, to_json
+from tunesmith.runs.schema import JSON_COLUMNS, STALE_NOTE, Run, to_json
 
 
 class Workspace:
@@ -49,7 +50,7 @@ class Workspace:
         return self._conn
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
-        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        if schema_version(conn) == len(MIGRATIONS):
             return
         for attempt in range(50):  # switching to WAL needs a moment alone with the file
             try:
@@ -58,17 +59,14 @@ class Workspace:
             except sqlite3.OperationalError:
                 time.sleep(0.05 * (attempt + 1))
         with self._transaction() as tx:
-            if tx.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
-                return
-            for statement in SCHEMA:
-                tx.execute(statement)
+            new = schema_version(tx) == 0
+            migrate(tx)
             # An index rebuilt next to existing run folders must not hand out their ids again.
             existing = [int(p.name) for p in self.runs_dir.iterdir() if p.name.isdigit()]
-            if existing:
+            if new and existing:
                 tx.execute(
                     "INSERT INTO sqlite_sequence (name, seq) VALUES ('runs', ?)", (max(existing),)
                 )
-            tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -303,12 +301,6 @@ class Workspace:
             tx.execute("DELETE FROM outputs WHERE run_id = ?", (run_id,))
             tx.execute("DELETE FROM uses WHERE run_id = ?", (run_id,))
         remove_tree(self.run_dir(run_id))
-
-    def resolve(self, ref: str, allow_unfinished: bool = False) -> Path:
-        """The path a run reference (`runs/N`, `runs/N/path`, `runs/last`) names."""
-        from tunesmith.runs.references import resolve_in
-
-        return resolve_in(self, ref, allow_unfinished=allow_unfinished).path
 
 
 def remove_tree(path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tunesmith.generate import TextGenerator
+from tunesmith.runs.references import resolve_reference
 from tunesmith.server.protocol import APIError, CompletionRequest, parse_completion_request
 from tunesmith.server.requestlog import RequestLog
 from tunesmith.server.server import CompletionServer, ServerConfig
@@ -36,7 +37,10 @@ def serve(
     """Serve `model` (a hub id, folder, run path or loaded generator) until Ctrl-C or SIGTERM
     (a KeyboardInterrupt in the main thread), then shut down cleanly and return the totals
     of the request log. A Ctrl-C is the normal way to stop a server, so it is not re-raised."""
-    generator = model if isinstance(model, TextGenerator) else TextGenerator.load(model)
+    generator = model
+    if not isinstance(model, TextGenerator):
+        generator = TextGenerator.load(str(resolve_reference(model)))  # runs/N: its model
+        generator.source = str(model)  # clients see the name they were given
     server = CompletionServer(generator, config, model_name, log)
     server.start()
     try:

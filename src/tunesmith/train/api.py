@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -14,6 +13,7 @@ import torch
 
 from tunesmith.checkpoint import load_checkpoint, save_checkpoint
 from tunesmith.errors import CheckpointError, DataError, RunError, UsageError
+from tunesmith.runs.context import FolderRun, RunContext
 from tunesmith.train import checkpoints as ckpt
 from tunesmith.train import distributed, lora
 from tunesmith.train.batching import (
@@ -47,34 +47,9 @@ class FinetuneResult:
     metrics: dict[str, Any]
 
 
-class _FolderRun:
-    """The little of a run handle that finetune needs, for library use without the run store."""
-
-    def __init__(self, folder: str | Path):
-        self.dir = Path(folder)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.metrics_path = self.dir / "metrics.jsonl"
-        self.final_metrics: dict[str, Any] = {}
-        self.summary = None
-
-    def use(self, ref: str, allow_unfinished: bool = False) -> str:
-        return ref
-
-    def set_main_output(self, relpath: str) -> None:
-        pass
-
-    def log_metrics(self, values: dict, step: int | None = None) -> None:
-        record = ({} if step is None else {"step": step}) | dict(values)
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def set_summary(self, text: str) -> None:
-        self.summary = text
-
-
 def finetune(
     config: FinetuneConfig,
-    run=None,
+    run: RunContext | None = None,
     *,
     output_dir: str | Path | None = None,
     train_texts: list[str] | None = None,
@@ -88,7 +63,7 @@ def finetune(
     device = _device(config.device)
     info = distributed.init(device.type)
     if run is None and info.is_main:
-        run = _FolderRun(output_dir or Path.cwd())
+        run = FolderRun(output_dir or Path.cwd())
     try:
         return _finetune(config, run, info, device, train_texts, val_texts)
     finally:

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from tunesmith.runs.context import RunContext
 from tunesmith.train import checkpoints as ckpt
 from tunesmith.train.batching import IGNORE, Batch, BatchPlan
 from tunesmith.train.config import FinetuneConfig
@@ -63,7 +64,7 @@ class Trainer:
     tokenizer: Any
     device: torch.device
     total_steps: int
-    run: Any  # the run handle (dir, log_metrics); None on ranks other than 0
+    run: RunContext | None  # where outputs and metrics go; None on ranks other than 0
     rank: int = 0
     world: int = 1
     autocast: bool = False  # bf16 autocast (CUDA)

@@ -21,7 +21,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from tunesmith.errors import RunError
-from tunesmith.runs.process import stream_process
+from tunesmith.jobs.process import stream_process
 from tunesmith.runs.workspace import remove_tree
 
 COMPLETE_MARKER = ".tunesmith-complete"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tunesmith.data import DataConfig, format_report, prepare_data
-from tunesmith.data.report import LengthStats, token_lengths
+from tunesmith.data.stats import LengthStats, token_lengths
 from tunesmith.tokenizer import GPT2Tokenizer
 
 

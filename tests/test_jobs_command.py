@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tunesmith.cli import main
+from tunesmith.jobs.git import split_git_url
 from tunesmith.runs import open_workspace
-from tunesmith.runs.command import split_git_url
 from tunesmith.runs.outputs import sha256_file
 
 PY = sys.executable
