@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from tunesmith.checkpoint import load_checkpoint
 from tunesmith.decoding import SamplingSettings, Sequence, check_fits, decode
-from tunesmith.devices import resolve_device, resolve_dtype
+from tunesmith.devices import resolve_device, resolve_dtype, use_all_cores
 from tunesmith.errors import UsageError
 from tunesmith.model import GPT2
 from tunesmith.tokenizer import GPT2Tokenizer
@@ -120,6 +120,8 @@ class TextGenerator:
     def load(cls, source: str = "gpt2", device: str = "auto", dtype: str = "auto"):
         """Load from a hub id, a Hugging Face folder or a run (runs/N)."""
         dev = resolve_device(device)
+        if dev.type == "cpu":
+            use_all_cores()
         model, tokenizer, _ = load_checkpoint(source, dev, resolve_dtype(dtype, dev))
         return cls(model, tokenizer, str(source))
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from tunesmith.checkpoint import load_checkpoint, save_checkpoint
+from tunesmith.devices import resolve_device, set_training_threads, use_bf16_autocast
 from tunesmith.errors import CheckpointError, DataError, RunError, UsageError
 from tunesmith.train import checkpoints as ckpt
 from tunesmith.train import distributed, lora
@@ -24,8 +25,7 @@ from tunesmith.train.batching import (
 )
 from tunesmith.train.config import CONFIG_FILE, FinetuneConfig
 from tunesmith.train.loop import Trainer, TrainState, train
-from tunesmith.train.loss import LMLoss
-from tunesmith.train.memory import check_memory, physical_cores
+from tunesmith.train.memory import check_memory
 from tunesmith.train.report import (
     perplexity,
     plot_losses,
@@ -85,7 +85,7 @@ def finetune(
     `run` is a run handle from `tunesmith.runs.recorded_run` (outputs go to run.dir);
     without one, outputs go to `output_dir` (default: the current directory).
     """
-    device = _device(config.device)
+    device = resolve_device(config.device)
     info = distributed.init(device.type)
     if run is None and info.is_main:
         run = _FolderRun(output_dir or Path.cwd())
@@ -103,7 +103,7 @@ def _finetune(config, run, info, device, train_texts, val_texts) -> FinetuneResu
         config = _resumed_config(config, resume_dir)
     model_source = use(config.model)
     if device.type == "cpu":
-        torch.set_num_threads(config.num_threads or max(1, physical_cores() // info.world))
+        set_training_threads(config.num_threads, info.world)
     torch.manual_seed(config.seed)
 
     model, tokenizer, _ = load_checkpoint(model_source, device="cpu")
@@ -163,15 +163,13 @@ def _finetune(config, run, info, device, train_texts, val_texts) -> FinetuneResu
         for record in state.history:  # the resumed run's metrics cover the whole training
             run.log_metrics({k: v for k, v in record.items() if k != "step"}, record["step"])
 
-    loss_fn = LMLoss(model, select=not config.compile)
-    wrapped = distributed.wrap(loss_fn, info, device)
+    train_model = distributed.wrap(model, info, device)
     if config.compile:
-        wrapped = torch.compile(wrapped)
+        train_model = torch.compile(train_model)
     trainer = Trainer(
         config=config,
         model=model,
-        loss_fn=wrapped,
-        eval_loss_fn=loss_fn,
+        train_model=train_model,
         optimizer=optimizer,
         plan=plan,
         val_plan=val_plan,
@@ -181,7 +179,7 @@ def _finetune(config, run, info, device, train_texts, val_texts) -> FinetuneResu
         run=run,
         rank=info.rank,
         world=info.world,
-        autocast=_use_bf16(config.precision, device),
+        autocast=use_bf16_autocast(config.precision, device),
     )
     state = train(trainer, state, best)
     val_after = next(
@@ -269,35 +267,6 @@ def save_model(run_dir: Path, model, tokenizer, config: FinetuneConfig) -> Path:
             f"checkpoints in {run_dir / ckpt.CHECKPOINTS} are intact, resume with --resume"
         ) from None
     return final
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda, but no CUDA device is available; use --device cpu")
-    return torch.device(name)
-
-
-def _use_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 autocast (weights and optimizer stay fp32): the default on CUDA; on CPU only when
-    asked for and the CPU computes bf16 natively (without it bf16 matmuls are slower)."""
-    if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
-        return False
-    if device.type == "cpu" and not cpu_has_bf16():
-        raise UsageError(
-            "--precision bf16 on this CPU would be slow: it has no native bf16 "
-            "(avx512_bf16 / amx_bf16); use --precision fp32"
-        )
-    return True
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _optimizer(model, config: FinetuneConfig, device: torch.device) -> torch.optim.Optimizer:

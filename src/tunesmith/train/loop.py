@@ -55,8 +55,7 @@ class Trainer:
 
     config: FinetuneConfig
     model: torch.nn.Module  # the GPT2 (LoRA-wrapped or not) whose weights train
-    loss_fn: torch.nn.Module  # LMLoss(model), possibly DDP- or compile-wrapped
-    eval_loss_fn: torch.nn.Module  # LMLoss(model), unwrapped
+    train_model: torch.nn.Module  # the model, possibly DDP- or compile-wrapped, to train with
     optimizer: torch.optim.Optimizer
     plan: BatchPlan
     val_plan: BatchPlan | None
@@ -188,10 +187,10 @@ def _step(t: Trainer, indices: list[int], params: list[torch.nn.Parameter], step
     for k, batch in enumerate(batches):
         batch = batch.to(t.device)
         sync = k == len(batches) - 1 or t.world == 1
-        no_sync = getattr(t.loss_fn, "no_sync", None)
+        no_sync = getattr(t.train_model, "no_sync", None)
         with contextlib.nullcontext() if sync or no_sync is None else no_sync():
             with t.amp():
-                loss = t.loss_fn(batch.inputs, batch.labels)
+                loss = t.train_model(batch.inputs, targets=batch.labels)
             (loss * scale).backward()
         loss_sum += loss.item()
     max_norm = cfg.clip_norm or float("inf")
@@ -227,7 +226,7 @@ def evaluate(t: Trainer) -> float | None:
     for batch_indices in batches[t.rank :: t.world]:
         batch = t.val_plan.collate(batch_indices).to(t.device)
         with t.amp():
-            total += float(t.eval_loss_fn(batch.inputs, batch.labels))
+            total += float(t.model(batch.inputs, targets=batch.labels))
         count += batch.num_targets
     t.model.train(was_training)
     total, count = _all_sum(t, total), _all_sum(t, float(count))
