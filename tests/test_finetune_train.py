@@ -9,7 +9,7 @@ import torch
 
 from tunesmith.train import FinetuneConfig, finetune
 from tunesmith.train import loop as loop_module
-from tunesmith.train.checkpoints import list_checkpoints
+from tunesmith.train.resume_state import list_checkpoints
 
 JOKES = [
     "I told my wife she was drawing her eyebrows too high. She looked surprised.",

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +12,8 @@ import torch
 from tunesmith.checkpoint import load_checkpoint, save_checkpoint
 from tunesmith.devices import resolve_device, set_training_threads, use_bf16_autocast
 from tunesmith.errors import CheckpointError, DataError, RunError, UsageError
-from tunesmith.train import checkpoints as ckpt
-from tunesmith.train import distributed, lora
+from tunesmith.files import write_folder_atomically
+from tunesmith.train import distributed, lora, resume_state
 from tunesmith.train.batching import (
     COMPILE_PAD_MULTIPLE,
     BatchPlan,
@@ -26,7 +23,7 @@ from tunesmith.train.batching import (
 from tunesmith.train.config import CONFIG_FILE, FinetuneConfig
 from tunesmith.train.loop import Trainer, TrainState, train
 from tunesmith.train.memory import check_memory
-from tunesmith.train.report import (
+from tunesmith.train.quality import (
     perplexity,
     plot_losses,
     quality_report,
@@ -153,7 +150,9 @@ def _finetune(config, run, info, device, train_texts, val_texts) -> FinetuneResu
     state, best = TrainState(), None
     if resume_dir is not None:
         state = TrainState.from_dict(
-            ckpt.load_training_checkpoint(ckpt.latest_checkpoint(resume_dir), model, optimizer)
+            resume_state.load_training_checkpoint(
+                resume_state.latest_checkpoint(resume_dir), model, optimizer
+            )
         )
         best = _load_best(resume_dir, model) if config.early_stop else None
 
@@ -239,11 +238,9 @@ def _finish(run, config, model, tokenizer, train_texts, state, val_after) -> Fin
 def save_model(run_dir: Path, model, tokenizer, config: FinetuneConfig) -> Path:
     """runs/N/model: a plain GPT-2 folder (LoRA merged in, adapter saved beside it), written
     to a temporary folder first and renamed, so it is complete or absent."""
-    run_dir = Path(run_dir)
-    final = run_dir / MODEL_DIR
-    tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=run_dir))
-    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the model folder is for sharing
-    try:
+    final = Path(run_dir) / MODEL_DIR
+
+    def write(tmp: Path) -> None:
         if config.lora:
             adapter = {
                 "rank": config.lora_rank,
@@ -257,14 +254,14 @@ def save_model(run_dir: Path, model, tokenizer, config: FinetuneConfig) -> Path:
         generation = {"do_sample": True, "top_p": 0.95}
         save_checkpoint(model.to("cpu"), tokenizer, tmp, generation_config=generation)
         config.save(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+
+    try:
+        write_folder_atomically(final, write)
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(
             f"cannot write the fine-tuned model to {final}: {e.strerror or e}; the training "
-            f"checkpoints in {run_dir / ckpt.CHECKPOINTS} are intact, resume with --resume"
+            f"checkpoints in {Path(run_dir) / resume_state.CHECKPOINTS} are intact, resume "
+            "with --resume"
         ) from None
     return final
 
@@ -333,7 +330,7 @@ def _resumed_config(config: FinetuneConfig, folder: Path) -> FinetuneConfig:
 
 
 def _load_best(folder: Path, model) -> dict | None:
-    best = folder / ckpt.CHECKPOINTS / ckpt.BEST
+    best = folder / resume_state.CHECKPOINTS / resume_state.BEST
     if not (best / "model.safetensors").is_file():
         return None
     from safetensors.torch import load_file

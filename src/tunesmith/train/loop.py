@@ -19,10 +19,10 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from tunesmith.train import checkpoints as ckpt
+from tunesmith.train import resume_state
 from tunesmith.train.batching import IGNORE, Batch, BatchPlan
 from tunesmith.train.config import FinetuneConfig
-from tunesmith.train.report import perplexity, sample_texts
+from tunesmith.train.quality import perplexity, sample_texts
 from tunesmith.train.schedule import lr_at
 
 
@@ -255,7 +255,7 @@ def _evaluate_and_track(t: Trainer, state: TrainState, best_weights: dict | None
 def _keep_best(t: Trainer, state: TrainState) -> dict[str, torch.Tensor]:
     """A copy of the best weights so far, in memory and (for --resume) on disk."""
     if t.is_main:
-        ckpt.save_best(t.run.dir, t.model, {"step": state.step, "val_loss": state.best_val})
+        resume_state.save_best(t.run.dir, t.model, {"step": state.step, "val_loss": state.best_val})
     return {n: p.detach().clone() for n, p in t.model.named_parameters() if p.requires_grad}
 
 
@@ -289,7 +289,7 @@ def _write_samples(t: Trainer, state: TrainState) -> None:
 
 def save(t: Trainer, state: TrainState) -> None:
     if t.is_main:
-        ckpt.save_training_checkpoint(
+        resume_state.save_training_checkpoint(
             t.run.dir, t.model, t.optimizer, state.to_dict(), t.config.keep_checkpoints
         )
     if t.world > 1:
