@@ -18,7 +18,8 @@ from tunesmith.sampling import apply_repetition_penalty, sample
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """How one sequence is sampled. temperature 0 means greedy."""
+    """The token-level part of a GenerationConfig (`GenerationConfig.sampling()`): how one
+    sequence is sampled. temperature 0 means greedy."""
 
     max_new_tokens: int = 70
     temperature: float = 1.0
@@ -43,8 +44,9 @@ class SamplingSettings:
 
 
 @dataclass
-class Sequence:
-    """One sequence being decoded: its prompt, settings, RNG and what it produced."""
+class DecodingSequence:
+    """The decoder's state of one GenerationRequest: its prompt, sampling settings, RNG and
+    the tokens produced so far."""
 
     prompt_ids: list[int]
     settings: SamplingSettings
@@ -53,7 +55,9 @@ class Sequence:
     finish_reason: str | None = None  # "eos", "length" or "stop"
 
     @classmethod
-    def start(cls, prompt_ids: list[int], settings: SamplingSettings, seed: int) -> Sequence:
+    def start(
+        cls, prompt_ids: list[int], settings: SamplingSettings, seed: int
+    ) -> DecodingSequence:
         if not prompt_ids:
             raise UsageError(
                 "a prompt needs at least one token (use <|endoftext|> to start unconditionally)"
@@ -72,9 +76,9 @@ def check_fits(prompt_len: int, max_new_tokens: int, context: int) -> None:
 @torch.inference_mode()
 def decode(
     model: GPT2,
-    sequences: list[Sequence],
+    sequences: list[DecodingSequence],
     eos_id: int,
-    is_stopped: Callable[[Sequence], bool] | None = None,
+    is_stopped: Callable[[DecodingSequence], bool] | None = None,
 ) -> Iterator[list[tuple[int, int]]]:
     """Decode all sequences together; after each step yield (index, new token) for every
     sequence still running. A sequence ends at eos (unless ignore_eos), at its token budget,
@@ -156,7 +160,7 @@ def decode(
         next_pos = next_pos + 1
 
 
-def _next_tokens(logits: torch.Tensor, seqs: list[Sequence], seen: torch.Tensor | None):
+def _next_tokens(logits: torch.Tensor, seqs: list[DecodingSequence], seen: torch.Tensor | None):
     """Sample one token per row; rows that share settings are sampled together."""
     if seen is not None:
         penalties = torch.tensor(

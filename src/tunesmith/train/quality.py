@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tunesmith.decoding import SamplingSettings, Sequence, decode
+from tunesmith.decoding import DecodingSequence, SamplingSettings, decode
 from tunesmith.files import write_atomically
 
 MIN_COPY_CHARS = 30  # a shorter training example inside a sample is not counted as a copy
@@ -20,7 +20,7 @@ def sample_ids(
         return []
     max_new_tokens = min(max_new_tokens, model.config.n_positions - 1)
     settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=1.0, top_p=top_p)
-    seqs = [Sequence.start([eos_id], settings, seed + i) for i in range(n)]
+    seqs = [DecodingSequence.start([eos_id], settings, seed + i) for i in range(n)]
     was_training = model.training
     model.eval()
     try:
