@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from tunesmith.checkpoint import load_checkpoint, save_checkpoint
 from tunesmith.devices import resolve_device, set_training_threads, use_bf16_autocast
@@ -76,23 +78,27 @@ def finetune(
     output_dir: str | Path | None = None,
     train_texts: list[str] | None = None,
     val_texts: list[str] | None = None,
+    log: Callable[[str], None] = tqdm.write,
 ) -> FinetuneResult:
-    """Fine-tune `config.model` on `config.data` (or the given texts) and save it.
+    """Fine-tune `config.model` on `config.data` (or the given texts) and save it; the result
+    holds the quality report (also saved as report.txt) and the final metrics.
 
     `run` is a run handle from `tunesmith.runs.recorded_run` (outputs go to run.dir);
-    without one, outputs go to `output_dir` (default: the current directory).
+    without one, outputs go to `output_dir` (default: the current directory). `log` receives
+    the progress lines the user watches (what trains, evaluations, samples); the default
+    prints them beside the progress bar, `log=lambda line: None` silences them.
     """
     device = resolve_device(config.device)
     info = distributed.init(device.type)
     if run is None and info.is_main:
         run = _FolderRun(output_dir or Path.cwd())
     try:
-        return _finetune(config, run, info, device, train_texts, val_texts)
+        return _finetune(config, run, info, device, train_texts, val_texts, log)
     finally:
         distributed.shutdown()
 
 
-def _finetune(config, run, info, device, train_texts, val_texts) -> FinetuneResult:
+def _finetune(config, run, info, device, train_texts, val_texts, log) -> FinetuneResult:
     use = run.use if info.is_main else _resolve_quietly
     resume_dir = None
     if config.resume:
@@ -158,7 +164,8 @@ def _finetune(config, run, info, device, train_texts, val_texts) -> FinetuneResu
 
     if info.is_main:
         config.save(run.dir)
-        _announce(config, model, plan, steps_per_epoch, total_steps, cut, resume_dir, state)
+        for line in _announce(config, model, plan, total_steps, cut, resume_dir, state):
+            log(line)
         for record in state.history:  # the resumed run's metrics cover the whole training
             run.log_metrics({k: v for k, v in record.items() if k != "step"}, record["step"])
 
@@ -179,6 +186,7 @@ def _finetune(config, run, info, device, train_texts, val_texts) -> FinetuneResu
         rank=info.rank,
         world=info.world,
         autocast=use_bf16_autocast(config.precision, device),
+        progress=log,
     )
     state = train(trainer, state, best)
     val_after = next(
@@ -210,7 +218,6 @@ def _finish(run, config, model, tokenizer, train_texts, state, val_after) -> Fin
     model_dir = save_model(run.dir, model, tokenizer, config)
     plot_losses(state.history, Path(run.dir) / "loss.png")
     (Path(run.dir) / "report.txt").write_text(report + "\n", encoding="utf-8")
-    print(report, flush=True)
     metrics = {
         "steps": state.step,
         "epochs": next((r["epoch"] for r in reversed(state.history) if "epoch" in r), 0),
@@ -338,17 +345,18 @@ def _load_best(folder: Path, model) -> dict | None:
     return load_file(best / "model.safetensors")
 
 
-def _announce(config, model, plan, steps_per_epoch, total_steps, cut, resume_dir, state) -> None:
+def _announce(config, model, plan, total_steps, cut, resume_dir, state) -> list[str]:
+    """What is about to train, in a few lines."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     kind = f"LoRA rank {config.lora_rank}" if config.lora else "full fine-tune"
-    print(
+    lines = [
         f"finetune {config.model}: {kind}, {trainable:,} of {total:,} parameters train; "
         f"{len(plan.sequences):,} {config.packing} ({plan.num_targets():,} tokens), "
-        f"{steps_per_epoch} steps/epoch, {total_steps} steps",
-        flush=True,
-    )
+        f"{len(plan)} steps/epoch, {total_steps} steps"
+    ]
     if cut:
-        print(f"note: {cut} examples were longer than the block size and were cut", flush=True)
+        lines.append(f"note: {cut} examples were longer than the block size and were cut")
     if resume_dir is not None:
-        print(f"resuming {resume_dir} at step {state.step} (epoch {state.epoch})", flush=True)
+        lines.append(f"resuming {resume_dir} at step {state.step} (epoch {state.epoch})")
+    return lines

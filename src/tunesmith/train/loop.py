@@ -11,6 +11,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ class Trainer:
     rank: int = 0
     world: int = 1
     autocast: bool = False  # bf16 autocast (CUDA)
+    progress: Callable[[str], None] = tqdm.write  # where the lines the user watches go
 
     @property
     def is_main(self) -> bool:
@@ -73,7 +75,7 @@ class Trainer:
 
     def log(self, text: str) -> None:
         if self.is_main:
-            tqdm.write(text)
+            self.progress(text)
 
     def amp(self):
         if self.autocast:
