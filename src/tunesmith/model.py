@@ -88,11 +88,6 @@ class GPT2Config:
             "tie_word_embeddings": True,
         }
 
-    def num_parameters(self) -> int:
-        C, V, P, L, M = self.n_embd, self.vocab_size, self.n_positions, self.n_layer, self.mlp_width
-        block = 2 * 2 * C + (C * 3 * C + 3 * C) + (C * C + C) + (C * M + M) + (M * C + C)
-        return V * C + P * C + L * block + 2 * C
-
 
 class KVCache:
     """Keys and values of past positions, one preallocated buffer per layer.
@@ -121,10 +116,6 @@ class KVCache:
         self.values = [
             torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)
         ]
-
-    @property
-    def batch_size(self) -> int:
-        return self.keys[0].shape[0]
 
     def update(self, layer: int, input_pos: int, k: torch.Tensor, v: torch.Tensor):
         """Store k, v (B, H, T, D) at positions input_pos.. and return all keys/values so far."""

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from tunesmith.checkpoint import load_checkpoint, save_checkpoint
 from tunesmith.devices import resolve_device, set_training_threads, use_bf16_autocast
 from tunesmith.errors import CheckpointError, DataError, RunError, UsageError
-from tunesmith.files import write_folder_atomically
+from tunesmith.files import write_folder_atomically, write_text_atomically
 from tunesmith.train import distributed, lora, resume_state
 from tunesmith.train.batching import (
     COMPILE_PAD_MULTIPLE,
@@ -38,11 +38,13 @@ ADAPTER_DIR = "adapter"
 
 @dataclass
 class FinetuneResult:
+    """What `finetune` returns; the caller decides whether to show the report."""
+
     model_dir: Path | None  # None on processes other than rank 0
     steps: int
     val_loss_before: float | None
     val_loss_after: float | None
-    report: str
+    report: str  # the quality report, as saved in report.txt (empty off rank 0)
     metrics: dict[str, Any]
 
 
@@ -108,60 +110,19 @@ def _finetune(config, run, info, device, train_texts, val_texts, log) -> Finetun
     if device.type == "cpu":
         set_training_threads(config.num_threads, info.world)
     torch.manual_seed(config.seed)
-
-    model, tokenizer, _ = load_checkpoint(model_source, device="cpu")
-    n_ctx = model.config.n_positions
-    block_size = config.block_size or n_ctx
-    if block_size > n_ctx:
-        raise UsageError(
-            f"--block-size {block_size} is larger than the model's context of {n_ctx} tokens; "
-            f"use --block-size {n_ctx} or less"
-        )
-    _set_dropout(model, config.dropout, config.attn_dropout)
-
+    model, tokenizer, block_size = _load_model(model_source, config)
     if train_texts is None:
         from tunesmith.data import load_training_examples
 
         train_texts, val_texts = load_training_examples(use(config.data))
-    val_texts = val_texts or []
-    if not train_texts or not any(t.strip() for t in train_texts):
-        raise DataError(
-            f"no training examples in {config.data}; check the file and its column, "
-            "e.g. `tunesmith data FILE --column NAME`"
-        )
-    eos = tokenizer.eos_id
-    train_seqs, cut = tokenize_examples(tokenizer, train_texts, eos, block_size)
-    val_seqs, _ = tokenize_examples(tokenizer, val_texts, eos, block_size)
-    if config.packing == "blocks":
-        train_seqs = pack_blocks(train_seqs, block_size)
-        val_seqs = pack_blocks(val_seqs, block_size)
-    global_batch = config.batch * config.grad_accum * info.world
-    bucket = config.packing == "examples"
-    pad = COMPILE_PAD_MULTIPLE if config.compile else 1
-    plan = BatchPlan(train_seqs, global_batch, config.seed, bucket, eos, pad)
-    val_plan = BatchPlan(val_seqs, config.batch, 0, bucket, eos, pad) if val_seqs else None
-    steps_per_epoch = len(plan)
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
-
-    if config.lora:
-        lora.apply_lora(
-            model, config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets
-        )
-    model.gradient_checkpointing = config.gradient_checkpointing
-    longest = max(len(s) for s in train_seqs) - 1
-    check_memory(model, config, device, min(longest, block_size))
-    model.to(device)
-    optimizer = _optimizer(model, config, device)
-
-    state, best = TrainState(), None
-    if resume_dir is not None:
-        state = TrainState.from_dict(
-            resume_state.load_training_checkpoint(
-                resume_state.latest_checkpoint(resume_dir), model, optimizer
-            )
-        )
-        best = _load_best(resume_dir, model) if config.early_stop else None
-
+    plan, val_plan, cut = _batch_plans(
+        config, tokenizer, train_texts, val_texts or [], block_size, info.world
+    )
+    total_steps = config.max_steps or config.epochs * len(plan)
+    longest = max(len(s) for s in plan.sequences) - 1  # inputs drop the last token
+    _prepare_model(model, config, device, min(longest, block_size))
+    optimizer = _optimizer(model, config)
+    state, best = _restore(resume_dir, model, optimizer, config.early_stop)
     if info.is_main:
         config.save(run.dir)
         for line in _announce(config, model, plan, total_steps, cut, resume_dir, state):
@@ -189,14 +150,77 @@ def _finetune(config, run, info, device, train_texts, val_texts, log) -> Finetun
         progress=log,
     )
     state = train(trainer, state, best)
-    val_after = next(
-        (r["val_loss"] for r in reversed(state.history) if r.get("val_loss") is not None), None
-    )
-    if state.best_val is not None and config.early_stop:
-        val_after = state.best_val
+    val_after = _final_val_loss(state, config.early_stop)
     if not info.is_main:
         return FinetuneResult(None, state.step, state.val_before, val_after, "", {})
     return _finish(run, config, model, tokenizer, train_texts, state, val_after)
+
+
+def _load_model(source: str, config: FinetuneConfig):
+    """The model (on the CPU, with the run's dropout), its tokenizer and the block size."""
+    model, tokenizer, _ = load_checkpoint(source, device="cpu")
+    n_ctx = model.config.n_positions
+    block_size = config.block_size or n_ctx
+    if block_size > n_ctx:
+        raise UsageError(
+            f"--block-size {block_size} is larger than the model's context of {n_ctx} tokens; "
+            f"use --block-size {n_ctx} or less"
+        )
+    _set_dropout(model, config.dropout, config.attn_dropout)
+    return model, tokenizer, block_size
+
+
+def _batch_plans(config: FinetuneConfig, tokenizer, train_texts, val_texts, block_size, world):
+    """The training and validation BatchPlans, and how many examples were cut."""
+    if not train_texts or not any(t.strip() for t in train_texts):
+        raise DataError(
+            f"no training examples in {config.data}; check the file and its column, "
+            "e.g. `tunesmith data FILE --column NAME`"
+        )
+    eos = tokenizer.eos_id
+    train_seqs, cut = tokenize_examples(tokenizer, train_texts, eos, block_size)
+    val_seqs, _ = tokenize_examples(tokenizer, val_texts, eos, block_size)
+    if config.packing == "blocks":
+        train_seqs = pack_blocks(train_seqs, block_size)
+        val_seqs = pack_blocks(val_seqs, block_size)
+    global_batch = config.batch * config.grad_accum * world
+    bucket = config.packing == "examples"
+    pad = COMPILE_PAD_MULTIPLE if config.compile else 1
+    plan = BatchPlan(train_seqs, global_batch, config.seed, bucket, eos, pad)
+    val_plan = BatchPlan(val_seqs, config.batch, 0, bucket, eos, pad) if val_seqs else None
+    return plan, val_plan, cut
+
+
+def _prepare_model(model, config: FinetuneConfig, device: torch.device, seq_len: int) -> None:
+    """LoRA adapters and checkpointing as configured, checked to fit, moved to the device."""
+    if config.lora:
+        lora.apply_lora(
+            model, config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets
+        )
+    model.gradient_checkpointing = config.gradient_checkpointing
+    check_memory(model, config, device, seq_len)
+    model.to(device)
+
+
+def _restore(resume_dir: Path | None, model, optimizer, early_stop: int | None):
+    """The TrainState (and best weights so far) to start from: fresh, or the run's last
+    checkpoint with its weights, optimizer and RNG restored."""
+    if resume_dir is None:
+        return TrainState(), None
+    checkpoint = resume_state.latest_checkpoint(resume_dir)
+    state = TrainState.from_dict(
+        resume_state.load_training_checkpoint(checkpoint, model, optimizer)
+    )
+    return state, (_load_best(resume_dir) if early_stop else None)
+
+
+def _final_val_loss(state: TrainState, early_stop: int | None) -> float | None:
+    """The last validation loss, or the best one when early stopping kept the best weights."""
+    if state.best_val is not None and early_stop:
+        return state.best_val
+    return next(
+        (r["val_loss"] for r in reversed(state.history) if r.get("val_loss") is not None), None
+    )
 
 
 def _finish(run, config, model, tokenizer, train_texts, state, val_after) -> FinetuneResult:
@@ -217,7 +241,7 @@ def _finish(run, config, model, tokenizer, train_texts, state, val_after) -> Fin
     )
     model_dir = save_model(run.dir, model, tokenizer, config)
     plot_losses(state.history, Path(run.dir) / "loss.png")
-    (Path(run.dir) / "report.txt").write_text(report + "\n", encoding="utf-8")
+    write_text_atomically(Path(run.dir) / "report.txt", report + "\n")
     metrics = {
         "steps": state.step,
         "epochs": next((r["epoch"] for r in reversed(state.history) if "epoch" in r), 0),
@@ -273,7 +297,7 @@ def save_model(run_dir: Path, model, tokenizer, config: FinetuneConfig) -> Path:
     return final
 
 
-def _optimizer(model, config: FinetuneConfig, device: torch.device) -> torch.optim.Optimizer:
+def _optimizer(model, config: FinetuneConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -336,7 +360,7 @@ def _resumed_config(config: FinetuneConfig, folder: Path) -> FinetuneConfig:
     return config
 
 
-def _load_best(folder: Path, model) -> dict | None:
+def _load_best(folder: Path) -> dict | None:
     best = folder / resume_state.CHECKPOINTS / resume_state.BEST
     if not (best / "model.safetensors").is_file():
         return None

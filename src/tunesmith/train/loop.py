@@ -85,91 +85,106 @@ class Trainer:
 
 def train(t: Trainer, state: TrainState, best_weights: dict | None = None) -> TrainState:
     """Run (or continue) training until the last step or an early stop."""
-    cfg = t.config
-    steps_per_epoch = len(t.plan)
     params = [p for p in t.model.parameters() if p.requires_grad]
     if state.step == 0 and not state.history:
-        val = evaluate(t)
-        state.val_before = val
-        if val is not None:
-            _record(t, state, {"val_loss": val, "val_ppl": perplexity(val)}, note="before training")
-        state.best_val, state.best_step = val, 0
-        if cfg.early_stop and val is not None:
-            best_weights = _keep_best(t, state)
+        best_weights = _evaluate_before_training(t, state) or best_weights
     bar = tqdm(
         total=t.total_steps,
         initial=state.step,
-        disable=not (t.is_main and cfg.progress),
+        disable=not (t.is_main and t.config.progress),
         unit="step",
         dynamic_ncols=True,
         # Piped or logged (not a terminal): a line every 30 s, not ten a second.
         mininterval=0.1 if sys.stderr.isatty() else 30.0,
     )
     t.model.train()
-    window_tokens, window_time = 0, 0.0
+    speed = _Throughput()
     try:
         while state.step < t.total_steps and not state.stopped_early:
             batches = t.plan.epoch(state.epoch)
             while state.batch_in_epoch < len(batches) and state.step < t.total_steps:
-                started = time.perf_counter()
-                loss, n_targets, grad_norm, lr = _step(
-                    t, batches[state.batch_in_epoch], params, state.step
-                )
-                elapsed = time.perf_counter() - started
-                state.step += 1
-                state.batch_in_epoch += 1
-                state.tokens += n_targets
-                window_tokens, window_time = window_tokens + n_targets, window_time + elapsed
-                tokens_per_s = window_tokens / max(window_time, 1e-9)
-                if window_time > 10:
-                    window_tokens, window_time = window_tokens // 2, window_time / 2
-                epoch_float = state.epoch + state.batch_in_epoch / steps_per_epoch
-                _record(
-                    t,
-                    state,
-                    {
-                        "epoch": round(epoch_float, 4),
-                        "train_loss": loss,
-                        "lr": lr,
-                        "grad_norm": grad_norm,
-                        "tokens": state.tokens,
-                        "tokens_per_s": round(tokens_per_s, 1),
-                    },
-                )
-                bar.set_postfix(
-                    epoch=f"{epoch_float:.2f}", loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}"
-                )
-                bar.update(1)
-                last = state.step == t.total_steps
+                _train_step(t, state, batches[state.batch_in_epoch], params, bar, speed)
                 epoch_end = state.batch_in_epoch == len(batches)
                 if epoch_end:
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-                if (
-                    (cfg.eval_every and state.step % cfg.eval_every == 0)
-                    or last
-                    or (epoch_end and not cfg.eval_every)
-                ):
-                    best_weights = _evaluate_and_track(t, state, best_weights)
-                if cfg.sample_every and (state.step % cfg.sample_every == 0 or last):
-                    _write_samples(t, state)
-                if (
-                    (cfg.save_every and state.step % cfg.save_every == 0)
-                    or epoch_end
-                    or last
-                    or state.stopped_early
-                ):
-                    save(t, state)
+                best_weights = _after_step(t, state, epoch_end, best_weights)
                 if state.stopped_early or epoch_end:
                     break  # at an epoch end, the outer loop takes the next epoch's order
     finally:
         bar.close()
-    if cfg.early_stop and best_weights is not None and state.best_step != state.step:
+    if t.config.early_stop and best_weights is not None and state.best_step != state.step:
         with torch.no_grad():
             for name, p in t.model.named_parameters():
                 if name in best_weights:
                     p.copy_(best_weights[name])
         t.log(f"kept the weights of step {state.best_step} (best validation loss)")
     return state
+
+
+class _Throughput:
+    """Target tokens per second over roughly the last 10 s of step time."""
+
+    def __init__(self) -> None:
+        self.tokens, self.seconds = 0, 0.0
+
+    def add(self, tokens: int, seconds: float) -> float:
+        self.tokens, self.seconds = self.tokens + tokens, self.seconds + seconds
+        rate = self.tokens / max(self.seconds, 1e-9)
+        if self.seconds > 10:
+            self.tokens, self.seconds = self.tokens // 2, self.seconds / 2
+        return rate
+
+
+def _evaluate_before_training(t: Trainer, state: TrainState) -> dict | None:
+    """The validation loss of the untrained model: the baseline of the report and of
+    early stopping. Returns the weights to keep as the best so far (with --early-stop)."""
+    val = evaluate(t)
+    state.val_before = val
+    if val is not None:
+        _record(t, state, {"val_loss": val, "val_ppl": perplexity(val)}, note="before training")
+    state.best_val, state.best_step = val, 0
+    if t.config.early_stop and val is not None:
+        return _keep_best(t, state)
+    return None
+
+
+def _train_step(
+    t: Trainer, state: TrainState, indices: list[int], params: list, bar, speed: _Throughput
+) -> None:
+    """One optimizer step on the global batch `indices`, recorded and shown on the bar."""
+    started = time.perf_counter()
+    loss, n_targets, grad_norm, lr = _step(t, indices, params, state.step)
+    tokens_per_s = speed.add(n_targets, time.perf_counter() - started)
+    state.step += 1
+    state.batch_in_epoch += 1
+    state.tokens += n_targets
+    epoch_float = state.epoch + state.batch_in_epoch / len(t.plan)
+    values = {
+        "epoch": round(epoch_float, 4),
+        "train_loss": loss,
+        "lr": lr,
+        "grad_norm": grad_norm,
+        "tokens": state.tokens,
+        "tokens_per_s": round(tokens_per_s, 1),
+    }
+    _record(t, state, values)
+    bar.set_postfix(epoch=f"{epoch_float:.2f}", loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+    bar.update(1)
+
+
+def _after_step(t: Trainer, state: TrainState, epoch_end: bool, best_weights: dict | None):
+    """Evaluate, sample and save when their turn (or the last step, or an epoch end) comes."""
+    cfg = t.config
+    last = state.step == t.total_steps
+    evaluates = cfg.eval_every and state.step % cfg.eval_every == 0
+    if evaluates or last or (epoch_end and not cfg.eval_every):
+        best_weights = _evaluate_and_track(t, state, best_weights)
+    if cfg.sample_every and (state.step % cfg.sample_every == 0 or last):
+        _write_samples(t, state)
+    saves = cfg.save_every and state.step % cfg.save_every == 0
+    if saves or epoch_end or last or state.stopped_early:
+        save(t, state)
+    return best_weights
 
 
 def _step(t: Trainer, indices: list[int], params: list[torch.nn.Parameter], step: int):
