@@ -6,9 +6,10 @@ Both train randomly initialised 124M-parameter GPT-2s (tunesmith's `GPT2` and `t
 `GPT2LMHeadModel`) with AdamW on the same batches of the seed's jokes (onelinefun.csv):
   (a) the seed's setting: 2 x 1,024-token blocks of the concatenated jokes;
   (b) one joke per sequence, 32 per batch, length-bucketed and right-padded (tunesmith's default).
-tunesmith runs its real training pieces (LMLoss, the optimizer it builds, gradient clipping),
-full fine-tune and LoRA. Steps of the different setups are interleaved round by round, so a
-machine shared with other work slows them alike, and each figure is the median over its steps.
+tunesmith runs its real training pieces (GPT2.forward with targets, the optimizer it builds,
+gradient clipping), full fine-tune and LoRA. Steps of the different setups are interleaved round
+by round, so a machine shared with other work slows them alike, and each figure is the median
+over its steps.
 tokens/s counts target tokens (no padding).
 Finally it projects the seed's job: 10 epochs of onelinefun.csv, GPT-2 124M, full fine-tune.
 """
@@ -24,14 +25,13 @@ from pathlib import Path
 
 import torch
 
+from tunesmith.devices import physical_cores
 from tunesmith.model import GPT2, GPT2Config
 from tunesmith.tokenizer import GPT2Tokenizer
 from tunesmith.train.api import _optimizer, _set_dropout
 from tunesmith.train.batching import BatchPlan, pack_blocks, tokenize_examples
 from tunesmith.train.config import FinetuneConfig
 from tunesmith.train.lora import apply_lora
-from tunesmith.train.loss import LMLoss
-from tunesmith.train.memory import physical_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_CSV = ROOT.parent / "shared" / "data" / "onelinefun.csv"
@@ -103,15 +103,14 @@ def tunesmith_setup(
             model, config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets
         )
     model.to(device).train()
-    loss_fn = LMLoss(model)
-    opt = _optimizer(model, config, device)
+    opt = _optimizer(model, config)
     params = [p for p in model.parameters() if p.requires_grad]
     amp = device.type == "cuda" or bf16
 
     def step(batch):
         b = batch.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = loss_fn(b.inputs, b.labels)
+            loss = model(b.inputs, targets=b.labels)
         (loss / b.num_targets).backward()
         torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
         opt.step()

@@ -53,12 +53,12 @@ def time_transformers(model, batch: int, device) -> float:
 
 
 def time_tunesmith(generator, batch: int, device) -> float:
-    from tunesmith.generate import GenerationConfig, Request
+    from tunesmith.generate import GenerationConfig, GenerationRequest
 
     config = GenerationConfig(
         length=NEW_TOKENS, temperature=1.0, top_p=0.9, ignore_eos=True, seed=0
     )
-    requests = [Request(PROMPT_TOKENS, config, seed) for seed in range(batch)]
+    requests = [GenerationRequest(PROMPT_TOKENS, config, seed) for seed in range(batch)]
     start = time.perf_counter()
     produced = 0
     for _, _, sample in generator.stream_batch(requests):

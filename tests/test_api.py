@@ -23,3 +23,17 @@ def test_import_does_not_load_torch():
     code = "import sys, tunesmith, tunesmith.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_editors_see_every_lazy_export():
+    """Each lazily loaded name is also imported, from the same module, under TYPE_CHECKING."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(tunesmith.__file__).read_text())
+    guarded = next(
+        n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)
+    )
+    seen = {a.name: n.module for n in guarded.body for a in n.names}
+    assert seen == tunesmith._EXPORTS
+    assert sorted(tunesmith.__all__) == sorted(["load", *tunesmith._EXPORTS])

@@ -10,7 +10,7 @@ import pytest
 
 from tunesmith.cli import main
 from tunesmith.runs import open_workspace
-from tunesmith.train import checkpoints as ckpt
+from tunesmith.train import resume_state
 
 FAST = [
     "--batch-size",
@@ -185,7 +185,7 @@ def test_bad_values_are_usage_errors(workspace, capsys):
 def test_a_full_disk_fails_the_run_and_keeps_earlier_checkpoints(
     workspace, tiny_model_dir, jokes_csv, monkeypatch, capsys
 ):
-    real = ckpt.save_file
+    real = resume_state.save_file
     calls = {"n": 0}
 
     def fills_up(tensors, path, metadata=None):
@@ -196,7 +196,7 @@ def test_a_full_disk_fails_the_run_and_keeps_earlier_checkpoints(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(tensors, path, metadata=metadata)
 
-    monkeypatch.setattr(ckpt, "save_file", fills_up)
+    monkeypatch.setattr(resume_state, "save_file", fills_up)
     code = main(
         [
             "finetune",
@@ -216,7 +216,7 @@ def test_a_full_disk_fails_the_run_and_keeps_earlier_checkpoints(
     assert "disk is full" in err and "step-0000002" in err
     assert _status(workspace, 1) == "failed"
     run = workspace / "runs" / "1"
-    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step-0000002"]
+    assert [p.name for p in resume_state.list_checkpoints(run)] == ["step-0000002"]
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
-    monkeypatch.setattr(ckpt, "save_file", real)
+    monkeypatch.setattr(resume_state, "save_file", real)
     assert main(["finetune", "--resume", "runs/1", "--no-progress"]) == 0

@@ -9,7 +9,7 @@ import torch
 
 from tunesmith.train import FinetuneConfig, finetune
 from tunesmith.train import loop as loop_module
-from tunesmith.train.checkpoints import list_checkpoints
+from tunesmith.train.resume_state import list_checkpoints
 
 JOKES = [
     "I told my wife she was drawing her eyebrows too high. She looked surprised.",
@@ -277,3 +277,18 @@ def test_resume_after_sigkill_of_the_cli(tiny_model_dir, tmp_path):
     b = _weights(tmp_path / "resumed" / "model")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_finetune_returns_its_report_and_logs_progress_through_the_callback(
+    tiny_model_dir, tmp_path, capsys
+):
+    cfg = _config(tiny_model_dir, max_steps=2, report_samples=1)
+    lines: list[str] = []
+    result = finetune(
+        cfg, output_dir=tmp_path, train_texts=JOKES, val_texts=JOKES[:2], log=lines.append
+    )
+    assert result.report.startswith("Quality report")
+    assert (tmp_path / "report.txt").read_text(encoding="utf-8") == result.report + "\n"
+    assert lines[0].startswith(f"finetune {tiny_model_dir}: full fine-tune")
+    assert any("val loss" in line for line in lines)
+    assert capsys.readouterr().out == ""  # the library printed nothing itself

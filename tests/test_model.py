@@ -2,12 +2,13 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import GPT2Config as HFConfig
 from transformers import GPT2LMHeadModel
 
 from tunesmith.checkpoint import load_weights
 from tunesmith.errors import ContextLengthError, UsageError
-from tunesmith.model import GPT2, GPT2Config
+from tunesmith.model import GPT2, IGNORE_INDEX, GPT2Config
 
 CONFIGS = [
     dict(n_layer=2, n_head=4, n_embd=64, n_positions=64, vocab_size=300),
@@ -85,3 +86,46 @@ def test_decoding_without_cache_names_the_fix():
     _, ours = pair(CONFIGS[1])
     with pytest.raises(UsageError, match="make_cache"):
         ours(torch.zeros(1, 1, dtype=torch.long), input_pos=5)
+
+
+def _targets_with_padding(x: torch.Tensor) -> torch.Tensor:
+    """Next-token targets of x, with the last position and a right-padded tail ignored."""
+    targets = torch.full_like(x, IGNORE_INDEX)
+    targets[:, :-1] = x[:, 1:]
+    targets[0, 10:] = IGNORE_INDEX
+    return targets
+
+
+@pytest.mark.parametrize("hf_kwargs", CONFIGS[:2])
+def test_loss_with_targets_matches_transformers_logits(hf_kwargs, monkeypatch):
+    ref, ours = pair(hf_kwargs)
+    x = torch.randint(0, hf_kwargs["vocab_size"], (2, 16))
+    targets = _targets_with_padding(x)
+    with torch.no_grad():
+        logits = ref(x).logits.flatten(0, 1)
+        expected = F.cross_entropy(logits, targets.flatten(), reduction="sum")
+        selected = ours(x, targets=targets)
+        # Under torch.compile the head runs on every position; ignore_index gives the same sum.
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        every_position = ours(x, targets=targets)
+    assert abs(selected.item() - expected.item()) <= 1e-3
+    assert abs(every_position.item() - expected.item()) <= 1e-3
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    _, ours = pair(CONFIGS[0])
+    ours.train()  # checkpointing acts only in training; dropout zeroed to compare exactly
+    for module in ours.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    for module in ours.transformer.h:
+        module.attn.attn_dropout = 0.0
+    x = torch.randint(0, 300, (2, 16))
+    grads = []
+    for checkpointing in (False, True):
+        ours.gradient_checkpointing = checkpointing
+        ours.zero_grad()
+        ours(x, targets=_targets_with_padding(x)).backward()
+        grads.append([p.grad.clone() for p in ours.parameters()])
+    for plain, checkpointed in zip(*grads, strict=True):
+        assert torch.allclose(plain, checkpointed, atol=1e-6)

@@ -6,18 +6,31 @@
     tunesmith.prepare_data(["jokes.csv"], tunesmith.DataConfig(column="Joke"), "data/")
     tunesmith.finetune(tunesmith.FinetuneConfig(model="gpt2", data="data/"), output_dir="out")
 
-Names are imported on first use, so `import tunesmith` (and the CLI's start) stays fast.
+Names are imported on first use, so `import tunesmith` (and the CLI's start) stays fast;
+editors see them through the TYPE_CHECKING imports.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from tunesmith.version import __version__ as __version__
+
+# Editors and type checkers read these; at run time the names load on first use (_EXPORTS).
+if TYPE_CHECKING:
+    from tunesmith.checkpoint import load_checkpoint, save_checkpoint
+    from tunesmith.data import DataConfig, load_training_examples, prepare_data
+    from tunesmith.generate import GenerationConfig, GenerationRequest, Sample, TextGenerator
+    from tunesmith.model import GPT2, GPT2Config
+    from tunesmith.runs import open_workspace, recorded_run
+    from tunesmith.server import ServerConfig, serve
+    from tunesmith.train import FinetuneConfig, FinetuneResult, finetune
 
 _EXPORTS = {
     "TextGenerator": "tunesmith.generate",
     "GenerationConfig": "tunesmith.generate",
+    "GenerationRequest": "tunesmith.generate",
     "Sample": "tunesmith.generate",
     "GPT2": "tunesmith.model",
     "GPT2Config": "tunesmith.model",
@@ -27,6 +40,7 @@ _EXPORTS = {
     "prepare_data": "tunesmith.data",
     "load_training_examples": "tunesmith.data",
     "FinetuneConfig": "tunesmith.train",
+    "FinetuneResult": "tunesmith.train",
     "finetune": "tunesmith.train",
     "serve": "tunesmith.server",
     "ServerConfig": "tunesmith.server",
@@ -34,10 +48,30 @@ _EXPORTS = {
     "open_workspace": "tunesmith.runs",
 }
 
-__all__ = ["load", *_EXPORTS]
+__all__ = [
+    "load",
+    "TextGenerator",
+    "GenerationConfig",
+    "GenerationRequest",
+    "Sample",
+    "GPT2",
+    "GPT2Config",
+    "load_checkpoint",
+    "save_checkpoint",
+    "DataConfig",
+    "prepare_data",
+    "load_training_examples",
+    "FinetuneConfig",
+    "FinetuneResult",
+    "finetune",
+    "serve",
+    "ServerConfig",
+    "recorded_run",
+    "open_workspace",
+]
 
 
-def load(source: str = "gpt2", device: str = "auto", dtype: str = "auto"):
+def load(source: str = "gpt2", device: str = "auto", dtype: str = "auto") -> TextGenerator:
     """A TextGenerator for a hub id (gpt2, distilgpt2, ...), a model folder, or a run."""
     from tunesmith.generate import TextGenerator
     from tunesmith.runs.references import resolve_reference

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tunesmith.errors import CheckpointError, ModelNotFoundError
+from tunesmith.files import write_atomically
 from tunesmith.model import GPT2, GPT2Config
 from tunesmith.tokenizer import TOKENIZER_FILES, GPT2Tokenizer
 
@@ -267,10 +268,12 @@ def save_checkpoint(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
-    tmp = folder / (SAFETENSORS + ".tmp")
-    save_file(to_hf_names(state), tmp, metadata={"format": "pt"})
-    os.chmod(tmp, 0o644)  # safetensors writes owner-only; a model is for sharing
-    os.replace(tmp, folder / SAFETENSORS)  # never a half-written weights file
+
+    def write_weights(tmp: Path) -> None:
+        save_file(to_hf_names(state), tmp, metadata={"format": "pt"})
+        os.chmod(tmp, 0o644)  # safetensors writes owner-only; a model is for sharing
+
+    write_atomically(folder / SAFETENSORS, write_weights)  # never a half-written weights file
     (folder / "config.json").write_text(json.dumps(model.config.to_hf(), indent=2))
     eos = model.config.eos_token_id
     gen = {

@@ -18,7 +18,8 @@ from tunesmith.sampling import apply_repetition_penalty, sample
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """How one sequence is sampled. temperature 0 means greedy."""
+    """The token-level part of a GenerationConfig (`GenerationConfig.sampling()`): how one
+    sequence is sampled. temperature 0 means greedy."""
 
     max_new_tokens: int = 70
     temperature: float = 1.0
@@ -43,8 +44,9 @@ class SamplingSettings:
 
 
 @dataclass
-class Sequence:
-    """One sequence being decoded: its prompt, settings, RNG and what it produced."""
+class DecodingSequence:
+    """The decoder's state of one GenerationRequest: its prompt, sampling settings, RNG and
+    the tokens produced so far."""
 
     prompt_ids: list[int]
     settings: SamplingSettings
@@ -53,7 +55,9 @@ class Sequence:
     finish_reason: str | None = None  # "eos", "length" or "stop"
 
     @classmethod
-    def start(cls, prompt_ids: list[int], settings: SamplingSettings, seed: int) -> Sequence:
+    def start(
+        cls, prompt_ids: list[int], settings: SamplingSettings, seed: int
+    ) -> DecodingSequence:
         if not prompt_ids:
             raise UsageError(
                 "a prompt needs at least one token (use <|endoftext|> to start unconditionally)"
@@ -72,42 +76,25 @@ def check_fits(prompt_len: int, max_new_tokens: int, context: int) -> None:
 @torch.inference_mode()
 def decode(
     model: GPT2,
-    sequences: list[Sequence],
+    sequences: list[DecodingSequence],
     eos_id: int,
-    is_stopped: Callable[[Sequence], bool] | None = None,
+    is_stopped: Callable[[DecodingSequence], bool] | None = None,
 ) -> Iterator[list[tuple[int, int]]]:
     """Decode all sequences together; after each step yield (index, new token) for every
     sequence still running. A sequence ends at eos (unless ignore_eos), at its token budget,
     or when is_stopped(sequence) says so (stop strings); its finish_reason is then set."""
-    context = model.config.n_positions
     for seq in sequences:
-        check_fits(len(seq.prompt_ids), seq.settings.max_new_tokens, context)
+        check_fits(len(seq.prompt_ids), seq.settings.max_new_tokens, model.config.n_positions)
     device = model.device
-    B = len(sequences)
     L = max(len(s.prompt_ids) for s in sequences)
     total = L + max(s.settings.max_new_tokens for s in sequences)
     padded = any(len(s.prompt_ids) != L for s in sequences)
-
-    idx = torch.full((B, L), eos_id, dtype=torch.long)
-    mask = torch.zeros((B, total), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        n = len(seq.prompt_ids)
-        idx[row, L - n :] = torch.tensor(seq.prompt_ids)
-        mask[row, L - n :] = 1
-    idx, mask = idx.to(device), mask.to(device)
+    idx, mask = _left_padded(sequences, eos_id, total, device)
     positions = (mask[:, :L].cumsum(-1) - 1).clamp(min=0)  # padding takes no positions
     next_pos = positions[:, -1:] + 1
+    seen = _seen_tokens(sequences, idx, eos_id, model.config.vocab_size)
 
-    penalize = any(s.settings.repetition_penalty != 1.0 for s in sequences)
-    seen = None
-    if penalize:
-        seen = torch.zeros((B, model.config.vocab_size), dtype=torch.bool, device=device)
-        seen.scatter_(1, idx, True)  # padding is eos, which is then seen; harmless for ranking
-        for row, seq in enumerate(sequences):
-            if len(seq.prompt_ids) < L and eos_id not in seq.prompt_ids:
-                seen[row, eos_id] = False
-
-    cache = model.make_cache(B, total)
+    cache = model.make_cache(len(sequences), total)
     logits = model(
         idx,
         0,
@@ -116,23 +103,16 @@ def decode(
         position_ids=positions,
         last_only=True,
     )[:, -1]
-    active = list(range(B))  # sequences still decoding, in cache-row order
+    active = list(range(len(sequences)))  # sequences still decoding, in cache-row order
     step = 0
     while active:
         tokens = _next_tokens(logits, [sequences[i] for i in active], seen)
-        emitted, keep = [], []
-        for row, i in enumerate(active):
-            seq, token = sequences[i], int(tokens[row])
-            seq.new_ids.append(token)
-            emitted.append((i, token))
-            if token == eos_id and not seq.settings.ignore_eos:
-                seq.finish_reason = "eos"
-            elif is_stopped is not None and is_stopped(seq):
-                seq.finish_reason = "stop"
-            elif len(seq.new_ids) >= seq.settings.max_new_tokens:
-                seq.finish_reason = "length"
-            else:
-                keep.append(row)
+        emitted = [(i, int(tokens[row])) for row, i in enumerate(active)]
+        keep = [
+            row
+            for row, (i, token) in enumerate(emitted)
+            if not _finishes(sequences[i], token, eos_id, is_stopped)
+        ]
         yield emitted
         if not keep:
             return
@@ -156,7 +136,53 @@ def decode(
         next_pos = next_pos + 1
 
 
-def _next_tokens(logits: torch.Tensor, seqs: list[Sequence], seen: torch.Tensor | None):
+def _left_padded(
+    sequences: list[DecodingSequence], pad_id: int, total: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts left-padded to one length L: ids (B, L) and the attention mask (B, total),
+    1 on prompt tokens, to be filled in as tokens are generated."""
+    L = max(len(s.prompt_ids) for s in sequences)
+    idx = torch.full((len(sequences), L), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), total), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        n = len(seq.prompt_ids)
+        idx[row, L - n :] = torch.tensor(seq.prompt_ids)
+        mask[row, L - n :] = 1
+    return idx.to(device), mask.to(device)
+
+
+def _seen_tokens(
+    sequences: list[DecodingSequence], idx: torch.Tensor, eos_id: int, vocab_size: int
+) -> torch.Tensor | None:
+    """(B, vocab) bool: the tokens of each prompt, for the repetition penalty (None if off)."""
+    if all(s.settings.repetition_penalty == 1.0 for s in sequences):
+        return None
+    seen = torch.zeros((len(sequences), vocab_size), dtype=torch.bool, device=idx.device)
+    seen.scatter_(1, idx, True)  # padding is eos, which is then seen; harmless for ranking
+    for row, seq in enumerate(sequences):
+        if len(seq.prompt_ids) < idx.shape[1] and eos_id not in seq.prompt_ids:
+            seen[row, eos_id] = False
+    return seen
+
+
+def _finishes(
+    seq: DecodingSequence,
+    token: int,
+    eos_id: int,
+    is_stopped: Callable[[DecodingSequence], bool] | None,
+) -> bool:
+    """Append the token; set finish_reason and return True if the sequence ends here."""
+    seq.new_ids.append(token)
+    if token == eos_id and not seq.settings.ignore_eos:
+        seq.finish_reason = "eos"
+    elif is_stopped is not None and is_stopped(seq):
+        seq.finish_reason = "stop"
+    elif len(seq.new_ids) >= seq.settings.max_new_tokens:
+        seq.finish_reason = "length"
+    return seq.finish_reason is not None
+
+
+def _next_tokens(logits: torch.Tensor, seqs: list[DecodingSequence], seen: torch.Tensor | None):
     """Sample one token per row; rows that share settings are sampled together."""
     if seen is not None:
         penalties = torch.tensor(

@@ -1,8 +1,10 @@
-"""Choosing the device and number format a model runs in."""
+"""The one place that chooses where and in what number format a model runs, and on how many
+threads: the device, the inference dtype, bf16 autocast for training, the CPU thread count."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -21,8 +23,6 @@ def resolve_device(name: str = "auto") -> torch.device:
         )
     if not (name == "cpu" or name.startswith("cuda")):
         raise UsageError(f"unknown device {name!r}; use auto, cpu or cuda")
-    if name == "cpu":
-        use_all_cores()
     return torch.device(name)
 
 
@@ -34,13 +34,27 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+        return torch.bfloat16 if cpu_has_bf16() else torch.float32
     if name not in DTYPES:
         raise UsageError(f"unknown dtype {name!r}; use auto, {', '.join(DTYPES)}")
     return DTYPES[name]
 
 
-def cpu_has_native_bf16() -> bool:
+def use_bf16_autocast(precision: str, device: torch.device) -> bool:
+    """Training precision (auto, bf16 or fp32): whether to run under bf16 autocast (weights and
+    optimizer stay fp32). The default on CUDA; on CPU only when asked for and the CPU computes
+    bf16 natively (without it bf16 matmuls are slower than fp32)."""
+    if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
+        return False
+    if device.type == "cpu" and not cpu_has_bf16():
+        raise UsageError(
+            "--precision bf16 on this CPU would be slow: it has no native bf16 "
+            "(avx512_bf16 / amx_bf16); use --precision fp32"
+        )
+    return True
+
+
+def cpu_has_bf16() -> bool:
     """AVX512-BF16 or AMX, read from /proc/cpuinfo (Linux); False where it can't be read."""
     try:
         with open("/proc/cpuinfo") as f:
@@ -54,6 +68,26 @@ def cpu_has_native_bf16() -> bool:
 
 
 def use_all_cores() -> None:
-    """Intra-op threads = the cores this process may use (torch may default to fewer)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(max(1, cores or 1))
+    """Inference: intra-op threads = the CPUs this process may use (torch may default to fewer);
+    decoding is bound by memory bandwidth, which hyper-threads add to."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(1, cpus or 1))
+
+
+def set_training_threads(num_threads: int | None, processes: int = 1) -> None:
+    """Training: num_threads, or the physical cores shared among `processes` (matmul-bound
+    training gains nothing from a core's second hyper-thread, and processes must not contend)."""
+    torch.set_num_threads(num_threads or max(1, physical_cores() // processes))
+
+
+def physical_cores() -> int:
+    """Cores we may run on, counting hyper-threads of one core once."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    cores = set()
+    for cpu in cpus:
+        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        try:
+            cores.add(siblings.read_text().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores) or (os.cpu_count() or 1))

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from tunesmith.checkpoint import load_checkpoint
-from tunesmith.decoding import SamplingSettings, Sequence, check_fits, decode
-from tunesmith.devices import resolve_device, resolve_dtype
+from tunesmith.decoding import DecodingSequence, SamplingSettings, check_fits, decode
+from tunesmith.devices import resolve_device, resolve_dtype, use_all_cores
 from tunesmith.errors import UsageError
 from tunesmith.model import GPT2
 from tunesmith.tokenizer import GPT2Tokenizer
@@ -60,12 +60,17 @@ class Sample:
 
 
 @dataclass
-class Request:
-    """One sequence for `TextGenerator.stream_batch` (the server builds these)."""
+class GenerationRequest:
+    """One sample to generate: a prompt's token ids, the GenerationConfig and the sample's seed.
+    `TextGenerator.stream_batch` decodes a batch of them (the server builds these)."""
 
     prompt_ids: list[int]
     config: GenerationConfig
     seed: int
+
+
+# The name server/ imports until it moves to GenerationRequest.
+Request = GenerationRequest
 
 
 class _TextState:
@@ -76,7 +81,7 @@ class _TextState:
         self.tokenizer, self.stops = tokenizer, stops
         self.text, self.sent = "", 0
 
-    def update(self, seq: Sequence) -> bool:
+    def update(self, seq: DecodingSequence) -> bool:
         """Re-decode after a new token; True when a stop string appeared."""
         ids = seq.new_ids
         if ids and ids[-1] == self.tokenizer.eos_id and not seq.settings.ignore_eos:
@@ -120,6 +125,8 @@ class TextGenerator:
     def load(cls, source: str = "gpt2", device: str = "auto", dtype: str = "auto"):
         """Load from a hub id, a Hugging Face folder or a run (runs/N)."""
         dev = resolve_device(device)
+        if dev.type == "cpu":
+            use_all_cores()
         model, tokenizer, _ = load_checkpoint(source, dev, resolve_dtype(dtype, dev))
         return cls(model, tokenizer, str(source))
 
@@ -149,15 +156,15 @@ class TextGenerator:
             raise UsageError(f"batch-size must be at least 1, got {batch_size}")
         prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
         base_seed = _base_seed(config)
-        jobs = []  # (prompt text, request), in output order
+        requests = []  # (prompt text, request), in output order
         for prompt in prompt_list:
             ids = self.encode_prompt(prompt)
             check_fits(len(ids), config.length, self.context_length)
             for _ in range(num_samples):
-                jobs.append((prompt, Request(ids, config, base_seed + len(jobs))))
+                requests.append((prompt, GenerationRequest(ids, config, base_seed + len(requests))))
         samples: list[Sample] = []
-        for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start : start + batch_size]
+        for start in range(0, len(requests), batch_size):
+            chunk = requests[start : start + batch_size]
             finished: dict[int, Sample] = {}
             for i, _delta, done in self.stream_batch([r for _, r in chunk]):
                 if done is not None:
@@ -175,19 +182,25 @@ class TextGenerator:
             if delta:
                 yield delta
 
-    def request(self, prompt: str = "", config: GenerationConfig | None = None) -> Request:
+    def request(
+        self, prompt: str = "", config: GenerationConfig | None = None
+    ) -> GenerationRequest:
         """One sequence to decode; seeded with config.seed (random when None)."""
         config = config or GenerationConfig()
-        return Request(self.encode_prompt(prompt), config, _base_seed(config))
+        return GenerationRequest(self.encode_prompt(prompt), config, _base_seed(config))
 
-    def stream_batch(self, requests: list[Request]) -> Iterator[tuple[int, str, Sample | None]]:
+    def stream_batch(
+        self, requests: list[GenerationRequest]
+    ) -> Iterator[tuple[int, str, Sample | None]]:
         """Decode requests together. Yields (index, new text, None) as text arrives and
         (index, last text, Sample) when request `index` finishes."""
         states = [_TextState(self.tokenizer, r.config.stop) for r in requests]
-        sequences = [Sequence.start(r.prompt_ids, r.config.sampling(), r.seed) for r in requests]
+        sequences = [
+            DecodingSequence.start(r.prompt_ids, r.config.sampling(), r.seed) for r in requests
+        ]
         index_of = {id(s): i for i, s in enumerate(sequences)}
 
-        def is_stopped(seq: Sequence) -> bool:
+        def is_stopped(seq: DecodingSequence) -> bool:
             return states[index_of[id(seq)]].update(seq)
 
         for step in decode(self.model, sequences, self.tokenizer.eos_id, is_stopped):

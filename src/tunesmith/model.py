@@ -16,6 +16,8 @@ from torch import nn
 
 from tunesmith.errors import CheckpointError, ContextLengthError, UsageError
 
+IGNORE_INDEX = -100  # target of positions that carry no loss (padding), as in PyTorch
+
 # The activations GPT-2 checkpoints use, by their `transformers` names.
 ACTIVATIONS = {
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
@@ -72,9 +74,6 @@ class GPT2Config:
                 f"config.json has model_type {model_type!r}; tunesmith loads GPT-2-family "
                 "models (model_type 'gpt2'), e.g. gpt2, gpt2-medium, distilgpt2"
             )
-        if hf.get("reorder_and_upcast_attn"):
-            # Only changes numerics of fp16 training; the maths is the same.
-            pass
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in hf.items() if k in known and v is not None}
         return cls(**values)
@@ -88,11 +87,6 @@ class GPT2Config:
             "n_ctx": self.n_positions,
             "tie_word_embeddings": True,
         }
-
-    def num_parameters(self) -> int:
-        C, V, P, L, M = self.n_embd, self.vocab_size, self.n_positions, self.n_layer, self.mlp_width
-        block = 2 * 2 * C + (C * 3 * C + 3 * C) + (C * C + C) + (C * M + M) + (M * C + C)
-        return V * C + P * C + L * block + 2 * C
 
 
 class KVCache:
@@ -122,10 +116,6 @@ class KVCache:
         self.values = [
             torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)
         ]
-
-    @property
-    def batch_size(self) -> int:
-        return self.keys[0].shape[0]
 
     def update(self, layer: int, input_pos: int, k: torch.Tensor, v: torch.Tensor):
         """Store k, v (B, H, T, D) at positions input_pos.. and return all keys/values so far."""
@@ -265,16 +255,37 @@ class GPT2(nn.Module):
         idx: torch.Tensor,
         input_pos: int = 0,
         cache: KVCache | None = None,
+        targets: torch.Tensor | None = None,
+        *,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         last_only: bool = False,
     ) -> torch.Tensor:
         """Logits (B, T, vocab) for tokens idx (B, T) placed at positions input_pos.. .
 
-        attention_mask (B, input_pos + T), 1 for real tokens and 0 for padding, is needed only
-        for left-padded batches; position_ids then skip the padding. last_only computes logits
-        for the final position alone (what decoding needs), saving the big vocab projection.
+        With targets (B, T) (next-token ids, IGNORE_INDEX where there is none) it returns the
+        summed cross-entropy instead, projecting onto the vocabulary only the positions that
+        have a target: that matmul is the biggest of a small GPT-2. attention_mask
+        (B, input_pos + T), 1 for real tokens and 0 for padding, is needed only for left-padded
+        batches; position_ids then skip the padding. last_only computes logits for the final
+        position alone (what decoding needs).
         """
+        x = self.hidden_states(idx, input_pos, cache, attention_mask, position_ids)
+        if targets is not None:
+            return self._loss(x, targets)
+        if last_only:
+            x = x[:, -1:]
+        return self.lm_head(x)
+
+    def hidden_states(
+        self,
+        idx: torch.Tensor,
+        input_pos: int = 0,
+        cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The final layer-normed states (B, T, n_embd) that the LM head projects."""
         B, T = idx.shape
         if input_pos + T > self.config.n_positions:
             raise ContextLengthError(
@@ -290,20 +301,31 @@ class GPT2(nn.Module):
             position_ids = torch.arange(input_pos, input_pos + T, device=idx.device)
         x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)
         x = self.transformer.drop(x)
-        mask = self._attention_mask(attention_mask, input_pos, T, x.dtype)
+        mask = self._attention_mask(attention_mask, input_pos, T)
         for block in self.transformer.h:
             if self.gradient_checkpointing and self.training:
+                # Keep only each block's input; recompute its activations in backward.
                 x = torch.utils.checkpoint.checkpoint(
                     block, x, mask, cache, input_pos, use_reentrant=False
                 )
             else:
                 x = block(x, mask, cache, input_pos)
-        if last_only:
-            x = x[:, -1:]
-        return self.lm_head(self.transformer.ln_f(x))
+        return self.transformer.ln_f(x)
+
+    def _loss(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Summed cross-entropy of the head's logits at x (B, T, C) against targets (B, T)."""
+        h = x.reshape(-1, x.shape[-1])  # (B * T, C)
+        targets = targets.reshape(-1)
+        # Selecting rows gives data-dependent shapes, which torch.compile cannot trace whole;
+        # compiled, the head runs on every position and ignore_index drops the rest.
+        if not torch.compiler.is_compiling():
+            keep = targets != IGNORE_INDEX
+            h, targets = h[keep], targets[keep]  # (N, C): only positions with a target
+        logits = self.lm_head(h).float()
+        return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
 
     def _attention_mask(
-        self, attention_mask: torch.Tensor | None, input_pos: int, T: int, dtype: torch.dtype
+        self, attention_mask: torch.Tensor | None, input_pos: int, T: int
     ) -> torch.Tensor | None:
         """None when plain causal attention is right (no padding, prefix starting at 0 or one
         new token); else a boolean (B, 1, T, input_pos + T) mask: causal and no padded keys."""

@@ -137,7 +137,8 @@ def run_finetune(args: argparse.Namespace) -> int:
             given = {**old, **given, "resume": str(folder)}
             if "lora_targets" in given:
                 given["lora_targets"] = tuple(given["lora_targets"])
-        finetune(FinetuneConfig.from_dict(given), run)
+        result = finetune(FinetuneConfig.from_dict(given), run)
+        print(result.report, flush=True)
     return 0
 
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from tunesmith.checkpoint import load_checkpoint, save_checkpoint
+from tunesmith.devices import resolve_device, set_training_threads, use_bf16_autocast
 from tunesmith.errors import CheckpointError, DataError, RunError, UsageError
+from tunesmith.files import write_folder_atomically, write_text_atomically
 from tunesmith.runs.context import FolderRun, RunContext
-from tunesmith.train import checkpoints as ckpt
-from tunesmith.train import distributed, lora
+from tunesmith.train import distributed, lora, resume_state
 from tunesmith.train.batching import (
     COMPILE_PAD_MULTIPLE,
     BatchPlan,
@@ -24,9 +24,8 @@ from tunesmith.train.batching import (
 )
 from tunesmith.train.config import CONFIG_FILE, FinetuneConfig
 from tunesmith.train.loop import Trainer, TrainState, train
-from tunesmith.train.loss import LMLoss
-from tunesmith.train.memory import check_memory, physical_cores
-from tunesmith.train.report import (
+from tunesmith.train.memory import check_memory
+from tunesmith.train.quality import (
     perplexity,
     plot_losses,
     quality_report,
@@ -39,11 +38,13 @@ ADAPTER_DIR = "adapter"
 
 @dataclass
 class FinetuneResult:
+    """What `finetune` returns; the caller decides whether to show the report."""
+
     model_dir: Path | None  # None on processes other than rank 0
     steps: int
     val_loss_before: float | None
     val_loss_after: float | None
-    report: str
+    report: str  # the quality report, as saved in report.txt (empty off rank 0)
     metrics: dict[str, Any]
 
 
@@ -54,23 +55,27 @@ def finetune(
     output_dir: str | Path | None = None,
     train_texts: list[str] | None = None,
     val_texts: list[str] | None = None,
+    log: Callable[[str], None] = tqdm.write,
 ) -> FinetuneResult:
-    """Fine-tune `config.model` on `config.data` (or the given texts) and save it.
+    """Fine-tune `config.model` on `config.data` (or the given texts) and save it; the result
+    holds the quality report (also saved as report.txt) and the final metrics.
 
     `run` is a run handle from `tunesmith.runs.recorded_run` (outputs go to run.dir);
-    without one, outputs go to `output_dir` (default: the current directory).
+    without one, outputs go to `output_dir` (default: the current directory). `log` receives
+    the progress lines the user watches (what trains, evaluations, samples); the default
+    prints them beside the progress bar, `log=lambda line: None` silences them.
     """
-    device = _device(config.device)
+    device = resolve_device(config.device)
     info = distributed.init(device.type)
     if run is None and info.is_main:
         run = FolderRun(output_dir or Path.cwd())
     try:
-        return _finetune(config, run, info, device, train_texts, val_texts)
+        return _finetune(config, run, info, device, train_texts, val_texts, log)
     finally:
         distributed.shutdown()
 
 
-def _finetune(config, run, info, device, train_texts, val_texts) -> FinetuneResult:
+def _finetune(config, run, info, device, train_texts, val_texts, log) -> FinetuneResult:
     use = run.use if info.is_main else _resolve_quietly
     resume_dir = None
     if config.resume:
@@ -78,10 +83,57 @@ def _finetune(config, run, info, device, train_texts, val_texts) -> FinetuneResu
         config = _resumed_config(config, resume_dir)
     model_source = use(config.model)
     if device.type == "cpu":
-        torch.set_num_threads(config.num_threads or max(1, physical_cores() // info.world))
+        set_training_threads(config.num_threads, info.world)
     torch.manual_seed(config.seed)
+    model, tokenizer, block_size = _load_model(model_source, config)
+    if train_texts is None:
+        from tunesmith.data import load_training_examples
 
-    model, tokenizer, _ = load_checkpoint(model_source, device="cpu")
+        train_texts, val_texts = load_training_examples(use(config.data))
+    plan, val_plan, cut = _batch_plans(
+        config, tokenizer, train_texts, val_texts or [], block_size, info.world
+    )
+    total_steps = config.max_steps or config.epochs * len(plan)
+    longest = max(len(s) for s in plan.sequences) - 1  # inputs drop the last token
+    _prepare_model(model, config, device, min(longest, block_size))
+    optimizer = _optimizer(model, config)
+    state, best = _restore(resume_dir, model, optimizer, config.early_stop)
+    if info.is_main:
+        config.save(run.dir)
+        for line in _announce(config, model, plan, total_steps, cut, resume_dir, state):
+            log(line)
+        for record in state.history:  # the resumed run's metrics cover the whole training
+            run.log_metrics({k: v for k, v in record.items() if k != "step"}, record["step"])
+
+    train_model = distributed.wrap(model, info, device)
+    if config.compile:
+        train_model = torch.compile(train_model)
+    trainer = Trainer(
+        config=config,
+        model=model,
+        train_model=train_model,
+        optimizer=optimizer,
+        plan=plan,
+        val_plan=val_plan,
+        tokenizer=tokenizer,
+        device=device,
+        total_steps=total_steps,
+        run=run,
+        rank=info.rank,
+        world=info.world,
+        autocast=use_bf16_autocast(config.precision, device),
+        progress=log,
+    )
+    state = train(trainer, state, best)
+    val_after = _final_val_loss(state, config.early_stop)
+    if not info.is_main:
+        return FinetuneResult(None, state.step, state.val_before, val_after, "", {})
+    return _finish(run, config, model, tokenizer, train_texts, state, val_after)
+
+
+def _load_model(source: str, config: FinetuneConfig):
+    """The model (on the CPU, with the run's dropout), its tokenizer and the block size."""
+    model, tokenizer, _ = load_checkpoint(source, device="cpu")
     n_ctx = model.config.n_positions
     block_size = config.block_size or n_ctx
     if block_size > n_ctx:
@@ -90,12 +142,11 @@ def _finetune(config, run, info, device, train_texts, val_texts) -> FinetuneResu
             f"use --block-size {n_ctx} or less"
         )
     _set_dropout(model, config.dropout, config.attn_dropout)
+    return model, tokenizer, block_size
 
-    if train_texts is None:
-        from tunesmith.data import load_training_examples
 
-        train_texts, val_texts = load_training_examples(use(config.data))
-    val_texts = val_texts or []
+def _batch_plans(config: FinetuneConfig, tokenizer, train_texts, val_texts, block_size, world):
+    """The training and validation BatchPlans, and how many examples were cut."""
     if not train_texts or not any(t.strip() for t in train_texts):
         raise DataError(
             f"no training examples in {config.data}; check the file and its column, "
@@ -107,66 +158,44 @@ def _finetune(config, run, info, device, train_texts, val_texts) -> FinetuneResu
     if config.packing == "blocks":
         train_seqs = pack_blocks(train_seqs, block_size)
         val_seqs = pack_blocks(val_seqs, block_size)
-    global_batch = config.batch * config.grad_accum * info.world
+    global_batch = config.batch * config.grad_accum * world
     bucket = config.packing == "examples"
     pad = COMPILE_PAD_MULTIPLE if config.compile else 1
     plan = BatchPlan(train_seqs, global_batch, config.seed, bucket, eos, pad)
     val_plan = BatchPlan(val_seqs, config.batch, 0, bucket, eos, pad) if val_seqs else None
-    steps_per_epoch = len(plan)
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    return plan, val_plan, cut
 
+
+def _prepare_model(model, config: FinetuneConfig, device: torch.device, seq_len: int) -> None:
+    """LoRA adapters and checkpointing as configured, checked to fit, moved to the device."""
     if config.lora:
         lora.apply_lora(
             model, config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets
         )
     model.gradient_checkpointing = config.gradient_checkpointing
-    longest = max(len(s) for s in train_seqs) - 1
-    check_memory(model, config, device, min(longest, block_size))
+    check_memory(model, config, device, seq_len)
     model.to(device)
-    optimizer = _optimizer(model, config, device)
 
-    state, best = TrainState(), None
-    if resume_dir is not None:
-        state = TrainState.from_dict(
-            ckpt.load_training_checkpoint(ckpt.latest_checkpoint(resume_dir), model, optimizer)
-        )
-        best = _load_best(resume_dir, model) if config.early_stop else None
 
-    if info.is_main:
-        config.save(run.dir)
-        _announce(config, model, plan, steps_per_epoch, total_steps, cut, resume_dir, state)
-        for record in state.history:  # the resumed run's metrics cover the whole training
-            run.log_metrics({k: v for k, v in record.items() if k != "step"}, record["step"])
-
-    loss_fn = LMLoss(model, select=not config.compile)
-    wrapped = distributed.wrap(loss_fn, info, device)
-    if config.compile:
-        wrapped = torch.compile(wrapped)
-    trainer = Trainer(
-        config=config,
-        model=model,
-        loss_fn=wrapped,
-        eval_loss_fn=loss_fn,
-        optimizer=optimizer,
-        plan=plan,
-        val_plan=val_plan,
-        tokenizer=tokenizer,
-        device=device,
-        total_steps=total_steps,
-        run=run,
-        rank=info.rank,
-        world=info.world,
-        autocast=_use_bf16(config.precision, device),
+def _restore(resume_dir: Path | None, model, optimizer, early_stop: int | None):
+    """The TrainState (and best weights so far) to start from: fresh, or the run's last
+    checkpoint with its weights, optimizer and RNG restored."""
+    if resume_dir is None:
+        return TrainState(), None
+    checkpoint = resume_state.latest_checkpoint(resume_dir)
+    state = TrainState.from_dict(
+        resume_state.load_training_checkpoint(checkpoint, model, optimizer)
     )
-    state = train(trainer, state, best)
-    val_after = next(
+    return state, (_load_best(resume_dir) if early_stop else None)
+
+
+def _final_val_loss(state: TrainState, early_stop: int | None) -> float | None:
+    """The last validation loss, or the best one when early stopping kept the best weights."""
+    if state.best_val is not None and early_stop:
+        return state.best_val
+    return next(
         (r["val_loss"] for r in reversed(state.history) if r.get("val_loss") is not None), None
     )
-    if state.best_val is not None and config.early_stop:
-        val_after = state.best_val
-    if not info.is_main:
-        return FinetuneResult(None, state.step, state.val_before, val_after, "", {})
-    return _finish(run, config, model, tokenizer, train_texts, state, val_after)
 
 
 def _finish(run, config, model, tokenizer, train_texts, state, val_after) -> FinetuneResult:
@@ -187,8 +216,7 @@ def _finish(run, config, model, tokenizer, train_texts, state, val_after) -> Fin
     )
     model_dir = save_model(run.dir, model, tokenizer, config)
     plot_losses(state.history, Path(run.dir) / "loss.png")
-    (Path(run.dir) / "report.txt").write_text(report + "\n", encoding="utf-8")
-    print(report, flush=True)
+    write_text_atomically(Path(run.dir) / "report.txt", report + "\n")
     metrics = {
         "steps": state.step,
         "epochs": next((r["epoch"] for r in reversed(state.history) if "epoch" in r), 0),
@@ -216,11 +244,9 @@ def _finish(run, config, model, tokenizer, train_texts, state, val_after) -> Fin
 def save_model(run_dir: Path, model, tokenizer, config: FinetuneConfig) -> Path:
     """runs/N/model: a plain GPT-2 folder (LoRA merged in, adapter saved beside it), written
     to a temporary folder first and renamed, so it is complete or absent."""
-    run_dir = Path(run_dir)
-    final = run_dir / MODEL_DIR
-    tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=run_dir))
-    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the model folder is for sharing
-    try:
+    final = Path(run_dir) / MODEL_DIR
+
+    def write(tmp: Path) -> None:
         if config.lora:
             adapter = {
                 "rank": config.lora_rank,
@@ -234,48 +260,19 @@ def save_model(run_dir: Path, model, tokenizer, config: FinetuneConfig) -> Path:
         generation = {"do_sample": True, "top_p": 0.95}
         save_checkpoint(model.to("cpu"), tokenizer, tmp, generation_config=generation)
         config.save(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+
+    try:
+        write_folder_atomically(final, write)
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(
             f"cannot write the fine-tuned model to {final}: {e.strerror or e}; the training "
-            f"checkpoints in {run_dir / ckpt.CHECKPOINTS} are intact, resume with --resume"
+            f"checkpoints in {Path(run_dir) / resume_state.CHECKPOINTS} are intact, resume "
+            "with --resume"
         ) from None
     return final
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda, but no CUDA device is available; use --device cpu")
-    return torch.device(name)
-
-
-def _use_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 autocast (weights and optimizer stay fp32): the default on CUDA; on CPU only when
-    asked for and the CPU computes bf16 natively (without it bf16 matmuls are slower)."""
-    if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
-        return False
-    if device.type == "cpu" and not cpu_has_bf16():
-        raise UsageError(
-            "--precision bf16 on this CPU would be slow: it has no native bf16 "
-            "(avx512_bf16 / amx_bf16); use --precision fp32"
-        )
-    return True
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def _optimizer(model, config: FinetuneConfig, device: torch.device) -> torch.optim.Optimizer:
+def _optimizer(model, config: FinetuneConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -338,8 +335,8 @@ def _resumed_config(config: FinetuneConfig, folder: Path) -> FinetuneConfig:
     return config
 
 
-def _load_best(folder: Path, model) -> dict | None:
-    best = folder / ckpt.CHECKPOINTS / ckpt.BEST
+def _load_best(folder: Path) -> dict | None:
+    best = folder / resume_state.CHECKPOINTS / resume_state.BEST
     if not (best / "model.safetensors").is_file():
         return None
     from safetensors.torch import load_file
@@ -347,17 +344,18 @@ def _load_best(folder: Path, model) -> dict | None:
     return load_file(best / "model.safetensors")
 
 
-def _announce(config, model, plan, steps_per_epoch, total_steps, cut, resume_dir, state) -> None:
+def _announce(config, model, plan, total_steps, cut, resume_dir, state) -> list[str]:
+    """What is about to train, in a few lines."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     kind = f"LoRA rank {config.lora_rank}" if config.lora else "full fine-tune"
-    print(
+    lines = [
         f"finetune {config.model}: {kind}, {trainable:,} of {total:,} parameters train; "
         f"{len(plan.sequences):,} {config.packing} ({plan.num_targets():,} tokens), "
-        f"{steps_per_epoch} steps/epoch, {total_steps} steps",
-        flush=True,
-    )
+        f"{len(plan)} steps/epoch, {total_steps} steps"
+    ]
     if cut:
-        print(f"note: {cut} examples were longer than the block size and were cut", flush=True)
+        lines.append(f"note: {cut} examples were longer than the block size and were cut")
     if resume_dir is not None:
-        print(f"resuming {resume_dir} at step {state.step} (epoch {state.epoch})", flush=True)
+        lines.append(f"resuming {resume_dir} at step {state.step} (epoch {state.epoch})")
+    return lines

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-IGNORE = -100  # label of positions that carry no loss (padding)
+from tunesmith.model import IGNORE_INDEX as IGNORE  # label of positions without a loss (padding)
+
 COMPILE_PAD_MULTIPLE = 8  # with torch.compile: fewer distinct shapes, so fewer recompilations
 BUCKET_BATCHES = 50  # sort by length within windows of this many global batches
 

@@ -11,6 +11,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,10 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from tunesmith.runs.context import RunContext
-from tunesmith.train import checkpoints as ckpt
+from tunesmith.train import resume_state
 from tunesmith.train.batching import IGNORE, Batch, BatchPlan
 from tunesmith.train.config import FinetuneConfig
-from tunesmith.train.report import perplexity, sample_texts
+from tunesmith.train.quality import perplexity, sample_texts
 from tunesmith.train.schedule import lr_at
 
 
@@ -56,8 +57,7 @@ class Trainer:
 
     config: FinetuneConfig
     model: torch.nn.Module  # the GPT2 (LoRA-wrapped or not) whose weights train
-    loss_fn: torch.nn.Module  # LMLoss(model), possibly DDP- or compile-wrapped
-    eval_loss_fn: torch.nn.Module  # LMLoss(model), unwrapped
+    train_model: torch.nn.Module  # the model, possibly DDP- or compile-wrapped, to train with
     optimizer: torch.optim.Optimizer
     plan: BatchPlan
     val_plan: BatchPlan | None
@@ -68,6 +68,7 @@ class Trainer:
     rank: int = 0
     world: int = 1
     autocast: bool = False  # bf16 autocast (CUDA)
+    progress: Callable[[str], None] = tqdm.write  # where the lines the user watches go
 
     @property
     def is_main(self) -> bool:
@@ -75,7 +76,7 @@ class Trainer:
 
     def log(self, text: str) -> None:
         if self.is_main:
-            tqdm.write(text)
+            self.progress(text)
 
     def amp(self):
         if self.autocast:
@@ -85,91 +86,106 @@ class Trainer:
 
 def train(t: Trainer, state: TrainState, best_weights: dict | None = None) -> TrainState:
     """Run (or continue) training until the last step or an early stop."""
-    cfg = t.config
-    steps_per_epoch = len(t.plan)
     params = [p for p in t.model.parameters() if p.requires_grad]
     if state.step == 0 and not state.history:
-        val = evaluate(t)
-        state.val_before = val
-        if val is not None:
-            _record(t, state, {"val_loss": val, "val_ppl": perplexity(val)}, note="before training")
-        state.best_val, state.best_step = val, 0
-        if cfg.early_stop and val is not None:
-            best_weights = _keep_best(t, state)
+        best_weights = _evaluate_before_training(t, state) or best_weights
     bar = tqdm(
         total=t.total_steps,
         initial=state.step,
-        disable=not (t.is_main and cfg.progress),
+        disable=not (t.is_main and t.config.progress),
         unit="step",
         dynamic_ncols=True,
         # Piped or logged (not a terminal): a line every 30 s, not ten a second.
         mininterval=0.1 if sys.stderr.isatty() else 30.0,
     )
     t.model.train()
-    window_tokens, window_time = 0, 0.0
+    speed = _Throughput()
     try:
         while state.step < t.total_steps and not state.stopped_early:
             batches = t.plan.epoch(state.epoch)
             while state.batch_in_epoch < len(batches) and state.step < t.total_steps:
-                started = time.perf_counter()
-                loss, n_targets, grad_norm, lr = _step(
-                    t, batches[state.batch_in_epoch], params, state.step
-                )
-                elapsed = time.perf_counter() - started
-                state.step += 1
-                state.batch_in_epoch += 1
-                state.tokens += n_targets
-                window_tokens, window_time = window_tokens + n_targets, window_time + elapsed
-                tokens_per_s = window_tokens / max(window_time, 1e-9)
-                if window_time > 10:
-                    window_tokens, window_time = window_tokens // 2, window_time / 2
-                epoch_float = state.epoch + state.batch_in_epoch / steps_per_epoch
-                _record(
-                    t,
-                    state,
-                    {
-                        "epoch": round(epoch_float, 4),
-                        "train_loss": loss,
-                        "lr": lr,
-                        "grad_norm": grad_norm,
-                        "tokens": state.tokens,
-                        "tokens_per_s": round(tokens_per_s, 1),
-                    },
-                )
-                bar.set_postfix(
-                    epoch=f"{epoch_float:.2f}", loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}"
-                )
-                bar.update(1)
-                last = state.step == t.total_steps
+                _train_step(t, state, batches[state.batch_in_epoch], params, bar, speed)
                 epoch_end = state.batch_in_epoch == len(batches)
                 if epoch_end:
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-                if (
-                    (cfg.eval_every and state.step % cfg.eval_every == 0)
-                    or last
-                    or (epoch_end and not cfg.eval_every)
-                ):
-                    best_weights = _evaluate_and_track(t, state, best_weights)
-                if cfg.sample_every and (state.step % cfg.sample_every == 0 or last):
-                    _write_samples(t, state)
-                if (
-                    (cfg.save_every and state.step % cfg.save_every == 0)
-                    or epoch_end
-                    or last
-                    or state.stopped_early
-                ):
-                    save(t, state)
+                best_weights = _after_step(t, state, epoch_end, best_weights)
                 if state.stopped_early or epoch_end:
                     break  # at an epoch end, the outer loop takes the next epoch's order
     finally:
         bar.close()
-    if cfg.early_stop and best_weights is not None and state.best_step != state.step:
+    if t.config.early_stop and best_weights is not None and state.best_step != state.step:
         with torch.no_grad():
             for name, p in t.model.named_parameters():
                 if name in best_weights:
                     p.copy_(best_weights[name])
         t.log(f"kept the weights of step {state.best_step} (best validation loss)")
     return state
+
+
+class _Throughput:
+    """Target tokens per second over roughly the last 10 s of step time."""
+
+    def __init__(self) -> None:
+        self.tokens, self.seconds = 0, 0.0
+
+    def add(self, tokens: int, seconds: float) -> float:
+        self.tokens, self.seconds = self.tokens + tokens, self.seconds + seconds
+        rate = self.tokens / max(self.seconds, 1e-9)
+        if self.seconds > 10:
+            self.tokens, self.seconds = self.tokens // 2, self.seconds / 2
+        return rate
+
+
+def _evaluate_before_training(t: Trainer, state: TrainState) -> dict | None:
+    """The validation loss of the untrained model: the baseline of the report and of
+    early stopping. Returns the weights to keep as the best so far (with --early-stop)."""
+    val = evaluate(t)
+    state.val_before = val
+    if val is not None:
+        _record(t, state, {"val_loss": val, "val_ppl": perplexity(val)}, note="before training")
+    state.best_val, state.best_step = val, 0
+    if t.config.early_stop and val is not None:
+        return _keep_best(t, state)
+    return None
+
+
+def _train_step(
+    t: Trainer, state: TrainState, indices: list[int], params: list, bar, speed: _Throughput
+) -> None:
+    """One optimizer step on the global batch `indices`, recorded and shown on the bar."""
+    started = time.perf_counter()
+    loss, n_targets, grad_norm, lr = _step(t, indices, params, state.step)
+    tokens_per_s = speed.add(n_targets, time.perf_counter() - started)
+    state.step += 1
+    state.batch_in_epoch += 1
+    state.tokens += n_targets
+    epoch_float = state.epoch + state.batch_in_epoch / len(t.plan)
+    values = {
+        "epoch": round(epoch_float, 4),
+        "train_loss": loss,
+        "lr": lr,
+        "grad_norm": grad_norm,
+        "tokens": state.tokens,
+        "tokens_per_s": round(tokens_per_s, 1),
+    }
+    _record(t, state, values)
+    bar.set_postfix(epoch=f"{epoch_float:.2f}", loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+    bar.update(1)
+
+
+def _after_step(t: Trainer, state: TrainState, epoch_end: bool, best_weights: dict | None):
+    """Evaluate, sample and save when their turn (or the last step, or an epoch end) comes."""
+    cfg = t.config
+    last = state.step == t.total_steps
+    evaluates = cfg.eval_every and state.step % cfg.eval_every == 0
+    if evaluates or last or (epoch_end and not cfg.eval_every):
+        best_weights = _evaluate_and_track(t, state, best_weights)
+    if cfg.sample_every and (state.step % cfg.sample_every == 0 or last):
+        _write_samples(t, state)
+    saves = cfg.save_every and state.step % cfg.save_every == 0
+    if saves or epoch_end or last or state.stopped_early:
+        save(t, state)
+    return best_weights
 
 
 def _step(t: Trainer, indices: list[int], params: list[torch.nn.Parameter], step: int):
@@ -189,10 +205,10 @@ def _step(t: Trainer, indices: list[int], params: list[torch.nn.Parameter], step
     for k, batch in enumerate(batches):
         batch = batch.to(t.device)
         sync = k == len(batches) - 1 or t.world == 1
-        no_sync = getattr(t.loss_fn, "no_sync", None)
+        no_sync = getattr(t.train_model, "no_sync", None)
         with contextlib.nullcontext() if sync or no_sync is None else no_sync():
             with t.amp():
-                loss = t.loss_fn(batch.inputs, batch.labels)
+                loss = t.train_model(batch.inputs, targets=batch.labels)
             (loss * scale).backward()
         loss_sum += loss.item()
     max_norm = cfg.clip_norm or float("inf")
@@ -228,7 +244,7 @@ def evaluate(t: Trainer) -> float | None:
     for batch_indices in batches[t.rank :: t.world]:
         batch = t.val_plan.collate(batch_indices).to(t.device)
         with t.amp():
-            total += float(t.eval_loss_fn(batch.inputs, batch.labels))
+            total += float(t.model(batch.inputs, targets=batch.labels))
         count += batch.num_targets
     t.model.train(was_training)
     total, count = _all_sum(t, total), _all_sum(t, float(count))
@@ -257,7 +273,7 @@ def _evaluate_and_track(t: Trainer, state: TrainState, best_weights: dict | None
 def _keep_best(t: Trainer, state: TrainState) -> dict[str, torch.Tensor]:
     """A copy of the best weights so far, in memory and (for --resume) on disk."""
     if t.is_main:
-        ckpt.save_best(t.run.dir, t.model, {"step": state.step, "val_loss": state.best_val})
+        resume_state.save_best(t.run.dir, t.model, {"step": state.step, "val_loss": state.best_val})
     return {n: p.detach().clone() for n, p in t.model.named_parameters() if p.requires_grad}
 
 
@@ -291,7 +307,7 @@ def _write_samples(t: Trainer, state: TrainState) -> None:
 
 def save(t: Trainer, state: TrainState) -> None:
     if t.is_main:
-        ckpt.save_training_checkpoint(
+        resume_state.save_training_checkpoint(
             t.run.dir, t.model, t.optimizer, state.to_dict(), t.config.keep_checkpoints
         )
     if t.world > 1:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -10,19 +9,6 @@ import torch
 from tunesmith.errors import UsageError
 
 GIB = 1024**3
-
-
-def physical_cores() -> int:
-    """Cores we may run on, counting hyper-threads of one core once."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    cores = set()
-    for cpu in cpus:
-        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
-        try:
-            cores.add(siblings.read_text().strip())
-        except OSError:
-            cores.add(str(cpu))
-    return max(1, len(cores) or (os.cpu_count() or 1))
 
 
 def estimate_bytes(model, config, seq_len: int) -> int:

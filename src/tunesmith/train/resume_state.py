@@ -1,4 +1,4 @@
-"""Training checkpoints: everything a killed run needs to carry on exactly where it stopped.
+"""Training state for --resume: everything a killed run needs to carry on exactly where it stopped.
 
 A checkpoint is a folder `checkpoints/step-NNNNNNN/` with the trainable weights
 (model.safetensors), the optimizer state (optimizer.pt, tensors only), the RNG states (rng.pt) and
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tunesmith.errors import CheckpointError, RunError
+from tunesmith.files import write_folder_atomically
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -78,7 +79,7 @@ def save_training_checkpoint(
         torch.save(rng_state(), tmp / "rng.pt")
         (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=1))
 
-    _write_atomically(final, write)
+    _write_checkpoint(final, write)
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -91,25 +92,15 @@ def save_best(run_dir: Path, model: torch.nn.Module, info: dict[str, Any]) -> Pa
         save_file(trainable_state(model), tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / STATE_FILE).write_text(json.dumps(info, indent=1))
 
-    return _write_atomically(Path(run_dir) / CHECKPOINTS / BEST, write)
+    return _write_checkpoint(Path(run_dir) / CHECKPOINTS / BEST, write)
 
 
-def _write_atomically(final: Path, write) -> Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+def _write_checkpoint(final: Path, write: Callable[[Path], None]) -> Path:
+    """Write a checkpoint folder atomically; a failure says which checkpoints are intact."""
     try:
-        write(tmp)
-        if final.exists():
-            old = final.parent / f".old-{final.name}-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        return write_folder_atomically(final, write)
     except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # safetensors reports a full disk as its own error type, so match the text too.
         if isinstance(e, OSError) or "No space left" in str(e):
             full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "space" in str(e)
             reason = "the disk is full" if full else str(e)
@@ -119,7 +110,6 @@ def _write_atomically(final: Path, write) -> Path:
                 "free some space (or lower --keep-checkpoints) and resume with --resume"
             ) from None
         raise
-    return final
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -6,9 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from tunesmith.decoding import SamplingSettings, Sequence, decode
+from tunesmith.decoding import DecodingSequence, SamplingSettings, decode
+from tunesmith.files import write_atomically
 
 MIN_COPY_CHARS = 30  # a shorter training example inside a sample is not counted as a copy
 
@@ -21,7 +20,7 @@ def sample_ids(
         return []
     max_new_tokens = min(max_new_tokens, model.config.n_positions - 1)
     settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=1.0, top_p=top_p)
-    seqs = [Sequence.start([eos_id], settings, seed + i) for i in range(n)]
+    seqs = [DecodingSequence.start([eos_id], settings, seed + i) for i in range(n)]
     was_training = model.training
     model.eval()
     try:
@@ -105,13 +104,6 @@ def plot_losses(history: list[dict[str, Any]], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
+    write_atomically(path, fig.savefig)
     plt.close(fig)
-    tmp.replace(path)
     return path
-
-
-@torch.no_grad()
-def token_lengths(tokenizer, texts: list[str]) -> list[int]:
-    return [len(ids) for ids in tokenizer.encode_batch(texts)] if texts else []

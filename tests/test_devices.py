@@ -1,0 +1,50 @@
+"""The device/precision policy: which device, dtype, autocast and thread count a run gets."""
+
+import pytest
+import torch
+
+from tunesmith import devices
+from tunesmith.errors import UsageError
+
+
+def test_unknown_or_missing_devices_are_usage_errors(monkeypatch):
+    with pytest.raises(UsageError, match="unknown device 'tpu'"):
+        devices.resolve_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert devices.resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(UsageError, match="no CUDA GPU is available; use --device cpu"):
+        devices.resolve_device("cuda")
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_inference_dtype_follows_native_bf16_on_the_cpu(monkeypatch, native):
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert devices.resolve_dtype("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+    assert devices.resolve_dtype("float32", cpu) == torch.float32
+    with pytest.raises(UsageError, match="unknown dtype 'fp8'"):
+        devices.resolve_dtype("fp8", cpu)
+
+
+def test_training_autocast_policy(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert devices.use_bf16_autocast("auto", cuda)
+    assert not devices.use_bf16_autocast("auto", cpu)
+    assert not devices.use_bf16_autocast("fp32", cuda)
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    with pytest.raises(UsageError, match="no native bf16.*use --precision fp32"):
+        devices.use_bf16_autocast("bf16", cpu)
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    assert devices.use_bf16_autocast("bf16", cpu)
+
+
+def test_training_threads_share_the_physical_cores(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setattr(devices, "physical_cores", lambda: 8)
+    try:
+        devices.set_training_threads(None, processes=2)
+        assert torch.get_num_threads() == 4
+        devices.set_training_threads(3, processes=2)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
