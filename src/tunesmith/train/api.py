@@ -15,7 +15,7 @@ import torch
 from tunesmith.checkpoint import load_checkpoint, save_checkpoint
 from tunesmith.errors import CheckpointError, DataError, RunError, UsageError
 from tunesmith.train import checkpoints as ckpt
-from tunesmith.train import distributed, lora
+from tunesmith.train import distributed, lora, trackers
 from tunesmith.train.batching import (
     COMPILE_PAD_MULTIPLE,
     BatchPlan,
@@ -90,7 +90,8 @@ def finetune(
     if run is None and info.is_main:
         run = _FolderRun(output_dir or Path.cwd())
     try:
-        return _finetune(config, run, info, device, train_texts, val_texts)
+        with trackers.reporting(run, config, enabled=info.is_main) as run:  # --report-to
+            return _finetune(config, run, info, device, train_texts, val_texts)
     finally:
         distributed.shutdown()
 
