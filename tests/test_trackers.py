@@ -291,3 +291,37 @@ def test_report_to_is_validated_and_may_change_on_resume(workspace, tiny_model_d
     started.save(workspace)
     assert FinetuneConfig.load(workspace) == started  # a tuple again after the JSON round trip
     assert FinetuneConfig(data="x.csv").differences(started) == []  # it cannot change weights
+
+
+def test_a_resumed_run_reports_the_whole_history_to_its_own_trackers(
+    workspace, tiny_model_dir, monkeypatch, tmp_path
+):
+    from mlflow import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tunesmith.train import loop
+
+    _offline_trackers(monkeypatch, tmp_path)
+    real = loop._step
+
+    def dies_at_step_3(t, indices, params, step):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real(t, indices, params, step)
+
+    monkeypatch.setattr(loop, "_step", dies_at_step_3)
+    args = ["finetune", "--model", str(tiny_model_dir), "--data", str(_jokes(workspace))]
+    assert main([*args, *FAST, "--save-every", "2", "--report-to", "tensorboard"]) == 130
+    events = EventAccumulator(str(workspace / "runs" / "1" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train_loss")] == [1, 2, 3]
+    monkeypatch.setattr(loop, "_step", real)
+    # Another tracker on resume is allowed: it does not change the weights.
+    assert main(["finetune", "--resume", "runs/1", "--no-progress", "--report-to", "mlflow"]) == 0
+    run = workspace / "runs" / "2"
+    assert not (run / "tensorboard").exists()
+    client = MlflowClient(tracking_uri=f"sqlite:///{run / 'mlruns' / 'mlflow.db'}")
+    (resumed,) = client.search_runs([client.get_experiment_by_name("tunesmith").experiment_id])
+    history = client.get_metric_history(resumed.info.run_id, "train_loss")
+    _assert_same_series(sorted((m.step, m.value) for m in history), _series(run, "train_loss"))
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3, 4]
