@@ -325,3 +325,42 @@ def test_a_resumed_run_reports_the_whole_history_to_its_own_trackers(
     history = client.get_metric_history(resumed.info.run_id, "train_loss")
     _assert_same_series(sorted((m.step, m.value) for m in history), _series(run, "train_loss"))
     assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3, 4]
+
+
+def test_a_tracker_that_cannot_start_stops_the_run_before_training(
+    workspace, tiny_model_dir, monkeypatch, tmp_path, capsys
+):
+    _offline_trackers(monkeypatch, tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuchscheme://tracker")
+    args = ["finetune", "--model", str(tiny_model_dir), "--data", str(_jokes(workspace))]
+    assert main([*args, *FAST, "--report-to", "tensorboard", "--report-to", "mlflow"]) == 2
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("tunesmith: error:"))
+    assert "--report-to mlflow: cannot start a run (" in line and "MLFLOW_TRACKING_URI" in line
+    assert not (workspace / "runs" / "1" / "checkpoints").exists()
+
+
+def test_library_use_reports_from_a_relative_output_folder(tiny_model_dir, monkeypatch, tmp_path):
+    from mlflow import MlflowClient
+
+    from tunesmith.train import finetune
+
+    _offline_trackers(monkeypatch, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    config = FinetuneConfig(
+        model=str(tiny_model_dir),
+        data=str(_jokes(tmp_path)),
+        max_steps=2,
+        batch_size=4,
+        report_samples=1,
+        sample_tokens=4,
+        progress=False,
+        report_to=("mlflow",),
+    )
+    result = finetune(config, output_dir="out")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'out' / 'mlruns' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("tunesmith").experiment_id])
+    assert run.info.run_name == "out" and run.info.status == "FINISHED"
+    assert run.data.metrics["final/steps"] == result.steps == 2
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert sorted(m.step for m in history) == [1, 2]

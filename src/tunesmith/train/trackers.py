@@ -136,7 +136,7 @@ class MlflowTracker:
         uri, artifacts = os.environ.get("MLFLOW_TRACKING_URI"), None
         if not uri:
             # SQLite, not MLflow's plain-file store: MLflow 3 refuses that one by default.
-            store = folder / "mlruns"
+            store = (folder / "mlruns").resolve()  # a file URI must be absolute
             store.mkdir(parents=True, exist_ok=True)
             uri, artifacts = f"sqlite:///{store / 'mlflow.db'}", (store / "artifacts").as_uri()
         self._client = MlflowClient(tracking_uri=uri)
@@ -197,13 +197,14 @@ class Fanout:
                 self.trackers.remove(tracker)
                 self._failed.append(tracker)
                 warn(
-                    f"--report-to {tracker.name} failed ({type(e).__name__}: {e}); "
+                    f"--report-to {tracker.name} failed ({_one_line(e)}); "
                     "nothing more goes to it, training goes on"
                 )
 
     def close(self, ok: bool) -> None:
+        failed, self._failed = self._failed, []
         self.call("close", ok)
-        for tracker in self._failed:  # e.g. stop W&B's service even after its failure
+        for tracker in failed:  # e.g. stop W&B's service even after its failure
             try:
                 tracker.close(False)
             except Exception:
@@ -222,9 +223,7 @@ def open_trackers(names: tuple[str, ...], folder: Path, run_name: str) -> Fanout
                 opened.append(BACKENDS[name][0](folder, run_name))
             except Exception as e:
                 raise UsageError(
-                    f"--report-to {name}: cannot start a run ({type(e).__name__}: "
-                    f"{' '.join(str(e).split())}); check its settings, or set "
-                    f"{_OFFLINE_HINT[name]}"
+                    f"--report-to {name}: cannot start a run ({_one_line(e)}); {_START_HINT[name]}"
                 ) from None
     except BaseException:
         Fanout(opened).close(False)
@@ -232,10 +231,10 @@ def open_trackers(names: tuple[str, ...], folder: Path, run_name: str) -> Fanout
     return Fanout(opened)
 
 
-_OFFLINE_HINT = {
-    "tensorboard": "a writable run folder",
-    "wandb": "WANDB_MODE=offline to write the run inside the run folder",
-    "mlflow": "no MLFLOW_TRACKING_URI to write the run inside the run folder",
+_START_HINT = {
+    "tensorboard": "check that the run folder is writable",
+    "wandb": "log in with `wandb login`, or set WANDB_MODE=offline to keep the run in runs/N/wandb",
+    "mlflow": "check MLFLOW_TRACKING_URI (without it the run goes to runs/N/mlruns)",
 }
 
 
@@ -320,6 +319,10 @@ def reporting(run: Any, config: FinetuneConfig, enabled: bool = True) -> Iterato
 
 def warn(text: str) -> None:
     tqdm.write(f"warning: {text}", file=sys.stderr)
+
+
+def _one_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 def _is_number(value: Any, allow_bool: bool = False) -> bool:
