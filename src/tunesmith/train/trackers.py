@@ -5,10 +5,10 @@ own library.
 `reporting(run, config)` wraps the run handle the training loop logs to, so the loop does not
 change: each `log_metrics` also goes to the trackers, samples are picked up from the run's
 samples.jsonl as the loop writes them, and `set_main_output` (the model is saved) sends the model
-and the quality report. Everything stays offline by default: TensorBoard event files in
-runs/N/tensorboard, W&B under runs/N/wandb (with WANDB_MODE=offline), MLflow in runs/N/mlruns
-(unless MLFLOW_TRACKING_URI names a server). A tracker that fails mid-run is dropped with one
-warning in the log; training goes on.
+and the quality report. Each can keep everything in the run folder: TensorBoard event files
+in runs/N/tensorboard, W&B under runs/N/wandb (with WANDB_MODE=offline), MLflow in
+runs/N/mlruns (unless MLFLOW_TRACKING_URI names a server). A tracker that fails mid-run is
+dropped with one warning in the log; training goes on.
 """
 
 from __future__ import annotations
