@@ -76,6 +76,12 @@ def register(subparsers) -> None:
     g.add_argument("--save-every", type=int, help="steps between checkpoints (and each epoch end)")
     g.add_argument("--keep-checkpoints", type=int, help="checkpoints kept (2)")
     g.add_argument("--resume", metavar="RUN", help="continue an interrupted run (runs/N)")
+    g.add_argument(
+        "--report-to",
+        action="append",
+        choices=("tensorboard", "wandb", "mlflow"),
+        help="also send metrics, parameters, samples and the model to this tracker (repeatable)",
+    )
     g = p.add_argument_group("devices")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="(auto)")
     g.add_argument(

@@ -15,7 +15,7 @@ from tunesmith.devices import resolve_device, set_training_threads, use_bf16_aut
 from tunesmith.errors import CheckpointError, DataError, RunError, UsageError
 from tunesmith.files import write_folder_atomically, write_text_atomically
 from tunesmith.runs.context import FolderRun, RunContext
-from tunesmith.train import distributed, lora, resume_state
+from tunesmith.train import distributed, lora, resume_state, trackers
 from tunesmith.train.batching import (
     COMPILE_PAD_MULTIPLE,
     BatchPlan,
@@ -70,7 +70,8 @@ def finetune(
     if run is None and info.is_main:
         run = FolderRun(output_dir or Path.cwd())
     try:
-        return _finetune(config, run, info, device, train_texts, val_texts, log)
+        with trackers.reporting(run, config, enabled=info.is_main) as run:  # --report-to
+            return _finetune(config, run, info, device, train_texts, val_texts, log)
     finally:
         distributed.shutdown()
 

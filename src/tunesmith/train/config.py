@@ -8,16 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import UsageError
+from tunesmith.options import option
 
 PACKINGS = ("examples", "blocks")
 SCHEDULES = ("linear", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 LORA_TARGETS = ("c_attn", "attn.c_proj", "c_fc", "mlp.c_proj")
+TRACKERS = ("tensorboard", "wandb", "mlflow")  # --report-to (tunesmith.train.trackers)
 CONFIG_FILE = "finetune_config.json"
 # Options that may change when a run is resumed: they do not alter the weights it ends with.
 RESUMABLE_CHANGES = frozenset(
-    {"device", "num_threads", "keep_checkpoints", "progress", "compile", "resume"}
+    {"device", "num_threads", "keep_checkpoints", "progress", "compile", "resume", "report_to"}
 )
 
 
@@ -64,6 +66,13 @@ class FinetuneConfig:
     gradient_checkpointing: bool = False
     num_threads: int | None = None  # None: the number of physical cores
     progress: bool = True
+    report_to: tuple[str, ...] = option(
+        (),
+        "also send metrics, parameters, samples and the final model to this tracker "
+        "(repeat the flag for several)",
+        choices=TRACKERS,
+        repeat=True,
+    )
 
     def __post_init__(self) -> None:
         if not self.data and not self.resume:
@@ -115,6 +124,8 @@ class FinetuneConfig:
             raise UsageError(f"--lora-targets needs at least one of {', '.join(LORA_TARGETS)}")
         for target in self.lora_targets:
             _choice("--lora-targets", target, LORA_TARGETS)
+        for tracker in self.report_to:
+            _choice("--report-to", tracker, TRACKERS)
         for flag, value in (
             ("--samples", self.samples),
             ("--sample-tokens", self.sample_tokens),
@@ -144,14 +155,16 @@ class FinetuneConfig:
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
         values["lora_targets"] = list(self.lora_targets)
+        values["report_to"] = list(self.report_to)
         return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FinetuneConfig:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in values.items() if k in known}
-        if "lora_targets" in values:
-            values["lora_targets"] = tuple(values["lora_targets"])
+        for name in ("lora_targets", "report_to"):
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(**values)
 
     def save(self, folder: str | Path) -> Path:
