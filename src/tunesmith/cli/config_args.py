@@ -40,6 +40,16 @@ def add_config_arguments(
         parser.add_argument(*flags, dest=f.name, default=NOT_GIVEN, **kwargs)
 
 
+def add_config_groups(
+    parser: argparse.ArgumentParser, config_class: type, groups: dict[str, str]
+) -> None:
+    """Flags for `config_class` under headings: {title: "field names"}; the rest go first."""
+    grouped = [name for names in groups.values() for name in names.split()]
+    add_config_arguments(parser, config_class, exclude=grouped)
+    for title, names in groups.items():
+        add_config_arguments(parser.add_argument_group(title), config_class, only=names.split())
+
+
 def given_options(args: argparse.Namespace, config_class: type) -> dict[str, Any]:
     """The fields of `config_class` that were given on the command line, as field values."""
     names = {f.name for f in dataclasses.fields(config_class)}
