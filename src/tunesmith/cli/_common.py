@@ -28,14 +28,13 @@ def add_run_options(parser: argparse.ArgumentParser, output_dir: bool = False) -
 
 
 class RefusedFlag(argparse.Action):
-    """A flag this subcommand does not have but a user may try (it means something elsewhere):
-    a one-line error saying what to use instead, rather than "unrecognized arguments"."""
+    """A flag that means something in another subcommand: one line saying what to use here."""
 
     def __init__(self, option_strings: list[str], dest: str, message: str = "", **kwargs: Any):
         super().__init__(option_strings, argparse.SUPPRESS, nargs="?", help=argparse.SUPPRESS)
         self.message = message
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
+    def __call__(self, parser, *args: Any) -> None:
         parser.error(self.message)
 
 

@@ -58,24 +58,18 @@ def given_options(args: argparse.Namespace, config_class: type) -> dict[str, Any
 
 
 def _argument(f: dataclasses.Field, hint: Any, meta: dict) -> tuple[list[str], dict[str, Any]]:
-    base, optional = _unwrap_optional(hint)
+    base = _unwrap_optional(hint)
     flags = list(meta["flags"]) or [_flag(f.name, base, f.default)]
     kwargs: dict[str, Any] = {"help": _help(f, meta, base)}
     if base is bool:
         kwargs["action"] = "store_false" if f.default is True else "store_true"
         return flags, kwargs
     if typing.get_origin(base) is tuple:
-        (item,) = {a for a in typing.get_args(base) if a is not Ellipsis}
-        kwargs.update(type=item, action="append" if meta["repeat"] else None)
-        if not meta["repeat"]:
-            kwargs["nargs"] = "+"
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        (kwargs["type"],) = {a for a in typing.get_args(base) if a is not Ellipsis}
+        kwargs.update({"action": "append"} if meta["repeat"] else {"nargs": "+"})
     else:
         kwargs["type"] = base
-    if meta["choices"] is not None:
-        kwargs["choices"] = meta["choices"]
-    if meta["metavar"]:
-        kwargs["metavar"] = meta["metavar"]
+    kwargs.update({k: meta[k] for k in ("choices", "metavar") if meta[k]})
     return flags, kwargs
 
 
@@ -98,10 +92,9 @@ def _help(f: dataclasses.Field, meta: dict, base: Any) -> str:
     return f"{text} (default: {str(shown).replace('%', '%%')})"
 
 
-def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
-    """(X, True) for `X | None` / Optional[X]; (hint, False) otherwise."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return hint, False
+def _unwrap_optional(hint: Any) -> Any:
+    """X for `X | None` / Optional[X]; the hint itself otherwise."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return hint

@@ -1,4 +1,6 @@
-"""`tunesmith generate`: sample text from a model (hub id, folder or run)."""
+"""`tunesmith generate`: sample text from a model (hub id, folder or run).
+
+`GenerateJob` holds its options besides the sampling settings (GenerationConfig)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from tunesmith.options import option
 
 @dataclass(frozen=True)
 class GenerateJob:
-    """What `generate` does around the sampling settings (GenerationConfig)."""
+    """Which model, which prompt, how many samples, where they go."""
 
     model: str = option("gpt2", "hub id (gpt2, distilgpt2, ...), model folder, or run (runs/N)")
     prompt: str = option("", "text to continue", default_help="unconditional, from <|endoftext|>")
@@ -39,7 +41,10 @@ class GenerateJob:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("generate", help="generate text from a model", flags=_flags)
+    description = "Generate text from a GPT-2-family model (hub id, folder or run)."
+    p = subparsers.add_parser(
+        "generate", help="generate text from a model", description=description, flags=_flags
+    )
     p.set_defaults(handler=handle)
 
 
