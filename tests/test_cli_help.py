@@ -45,14 +45,14 @@ def test_every_flag_and_subcommand_has_help():
 
 def test_help_shows_defaults_from_the_config_classes(capsys):
     text = help_text(capsys, "finetune")
-    assert "--epochs EPOCHS passes over the data (default: 3)" in text
+    assert "--epochs N passes over the data (default: 3)" in text
     assert "(default: 1e-4 full, 1e-3 LoRA)" in text
     for heading in ("optimization:", "LoRA:", "devices:", "several processes (torchrun):"):
         assert heading in text
     text = help_text(capsys, "generate")
     assert "new tokens per sample (default: 70)" in text
-    assert "-n NUM_SAMPLES, --num-samples NUM_SAMPLES samples to generate (default: 1)" in text
-    assert "--batch-size BATCH_SIZE samples decoded together (default: 8)" in text
+    assert "-n N, --num-samples N samples to generate (default: 1)" in text
+    assert "--batch-size N samples decoded together (default: 8)" in text
     assert "--format {text,jsonl}" in text and "sampling:" in text
     text = help_text(capsys, "data")
     assert "share held out for validation (default: 0.05)" in text
@@ -77,8 +77,25 @@ def test_finetune_dash_m_says_to_use_model(workspace, capsys):
         main(["finetune", "-m", "gpt2", "--data", "x.csv"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert "finetune has no -m: use --model" in err and "Traceback" not in err
+    assert err.startswith("tunesmith finetune: error: finetune has no -m: use --model")
+    assert err.count("\n") == 1
     assert not (workspace / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["data", "x.csv", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
+        (["finetune", "--epochs", "many"], "argument --epochs: invalid int value: 'many'"),
+        (["runs", "show"], "the following arguments are required: N"),
+    ],
+)
+def test_a_bad_command_line_is_one_line(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "--help" in err
 
 
 def test_a_bad_launch_option_is_one_line(workspace, capsys):

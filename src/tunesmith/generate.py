@@ -26,7 +26,7 @@ class GenerationConfig:
     """What to generate. Defaults follow the seed's run_generation.py (top-p 0.9)."""
 
     length: int = option(70, "new tokens per sample")
-    temperature: float = option(1.0, "sampling temperature; 0 means greedy")
+    temperature: float = option(1.0, "sampling temperature; 0 means greedy", metavar="T")
     top_k: int = option(0, "sample from the K likeliest tokens; 0 means off", metavar="K")
     top_p: float = option(0.9, "nucleus sampling; 1 means off", metavar="P")
     repetition_penalty: float = option(

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from tunesmith import __version__
 from tunesmith.errors import TunesmithError
@@ -38,6 +38,10 @@ class Parser(argparse.ArgumentParser):
 
     def format_help(self) -> str:
         return super(Parser, self.with_flags()).format_help()
+
+    def error(self, message: str) -> NoReturn:
+        # One line, as for every other bad input (argparse would print the whole usage first).
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> Parser:

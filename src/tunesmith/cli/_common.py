@@ -24,7 +24,9 @@ def add_run_options(parser: argparse.ArgumentParser, output_dir: bool = False) -
     add_workspace_option(parser)
     parser.add_argument("--no-run", action="store_true", help="do not record this command as a run")
     if output_dir:
-        parser.add_argument("--output-dir", metavar="DIR", help="where to write with --no-run (.)")
+        parser.add_argument(
+            "--output-dir", metavar="DIR", help="where to write with --no-run (default: .)"
+        )
 
 
 class RefusedFlag(argparse.Action):

@@ -70,6 +70,8 @@ def _argument(f: dataclasses.Field, hint: Any, meta: dict) -> tuple[list[str], d
     else:
         kwargs["type"] = base
     kwargs.update({k: meta[k] for k in ("choices", "metavar") if meta[k]})
+    if kwargs["type"] in (int, float) and "choices" not in kwargs:
+        kwargs.setdefault("metavar", "N" if kwargs["type"] is int else "X")  # not --lr LR
     return flags, kwargs
 
 

@@ -21,8 +21,12 @@ from tunesmith.options import option
 class GenerateJob:
     """Which model, which prompt, how many samples, where they go."""
 
-    model: str = option("gpt2", "hub id (gpt2, distilgpt2, ...), model folder, or run (runs/N)")
-    prompt: str = option("", "text to continue", default_help="unconditional, from <|endoftext|>")
+    model: str = option(
+        "gpt2", "hub id (gpt2, distilgpt2, ...), model folder, or run (runs/N)", metavar="M"
+    )
+    prompt: str = option(
+        "", "text to continue", metavar="TEXT", default_help="unconditional, from <|endoftext|>"
+    )
     prompt_file: str | None = option(None, "read the prompt from FILE", metavar="FILE")
     num_samples: int = option(1, "samples to generate", flags=("-n", "--num-samples"))
     batch_size: int = option(8, "samples decoded together")

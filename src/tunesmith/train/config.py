@@ -44,7 +44,7 @@ class FinetuneConfig:
 
     model: str = option("gpt2", "model to start from: hub id, folder or runs/N")
     data: str = option(
-        "", "a data run (runs/N) or any source `tunesmith data` reads", flags=("--data", "-d")
+        "", "a data run (runs/N) or any source `tunesmith data` reads", flags=("-d", "--data")
     )
     packing: str = option(
         "examples",
@@ -235,7 +235,7 @@ class LaunchConfig:
     nproc: int = option(1, "processes per node")
     nnodes: int = option(1, "nodes")
     node_rank: int = option(0, "rank of this node")
-    master_addr: str | None = option(None, "address of node 0")
+    master_addr: str | None = option(None, "address of node 0", metavar="HOST")
     master_port: int | None = option(None, "port on node 0")
 
     def __post_init__(self) -> None:
