@@ -48,10 +48,8 @@ def run_finetune(args: argparse.Namespace) -> int:
     from tunesmith.train.distributed import in_launched_process, launch
     from tunesmith.train.resume import resume_config
 
-    given, processes = (
-        given_options(args, FinetuneConfig),
-        LaunchConfig(**given_options(args, LaunchConfig)),
-    )
+    given = given_options(args, FinetuneConfig)
+    processes = LaunchConfig(**given_options(args, LaunchConfig))
     if processes.distributed and not in_launched_process():
         return launch(args.command_line[1:], **asdict(processes))
     # Bad values fail before a run is created; a resumed run's are checked once merged.
@@ -59,7 +57,6 @@ def run_finetune(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # only rank 0 records the run and writes files
         finetune(config or resume_config(given), None, output_dir=Path(os.devnull).parent)
         return 0
-    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in given.items()}
-    with run_for(args, "finetune", params, output_dir=args.output_dir) as run:
+    with run_for(args, "finetune", given, output_dir=args.output_dir) as run:
         finetune(config or resume_config(given, run.use), run)
     return 0
