@@ -45,6 +45,8 @@ def add_config_groups(
 ) -> None:
     """Flags for `config_class` under headings: {title: "field names"}; the rest go first."""
     grouped = [name for names in groups.values() for name in names.split()]
+    unknown = set(grouped) - {f.name for f in dataclasses.fields(config_class)}
+    assert not unknown, f"{config_class.__name__} has no fields {sorted(unknown)}"
     add_config_arguments(parser, config_class, exclude=grouped)
     for title, names in groups.items():
         add_config_arguments(parser.add_argument_group(title), config_class, only=names.split())
