@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tunesmith.cli.config_args import add_config_arguments, given_options
+from tunesmith.cli.config_args import add_config_arguments, add_config_groups, given_options
 from tunesmith.options import option
 
 
@@ -59,3 +59,14 @@ def test_help_shows_defaults_from_the_dataclass(capsys):
     assert "nucleus (default: off)" in text
     assert "layers (default: a b)" in text
     assert "--no-progress" in text and "--secret" not in text
+
+
+def test_groups_put_flags_under_headings_and_numbers_read_n_or_x():
+    parser = argparse.ArgumentParser()
+    add_config_groups(parser, Example, {"sampling": "top_p stop", "switches": "lora progress"})
+    text = parser.format_help().split("options:")[1]  # below the usage line
+    assert text.index("--length N") < text.index("sampling:") < text.index("--top-p X")
+    assert text.index("switches:") < text.index("--lora") and "--stop TEXT" in text
+    assert parse("--num", "3") == {"num": 3}
+    with pytest.raises(AssertionError, match="no fields"):
+        add_config_groups(argparse.ArgumentParser(), Example, {"x": "lenght"})

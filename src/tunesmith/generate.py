@@ -17,6 +17,7 @@ from tunesmith.decoding import DecodingSequence, SamplingSettings, check_fits, d
 from tunesmith.devices import resolve_device, resolve_dtype, use_all_cores
 from tunesmith.errors import UsageError
 from tunesmith.model import GPT2
+from tunesmith.options import option
 from tunesmith.tokenizer import GPT2Tokenizer
 
 
@@ -24,14 +25,20 @@ from tunesmith.tokenizer import GPT2Tokenizer
 class GenerationConfig:
     """What to generate. Defaults follow the seed's run_generation.py (top-p 0.9)."""
 
-    length: int = 70  # new tokens per sample
-    temperature: float = 1.0  # 0 means greedy
-    top_k: int = 0  # 0 means off
-    top_p: float = 0.9
-    repetition_penalty: float = 1.0
-    stop: tuple[str, ...] = ()  # a sample ends early where one of these appears
-    ignore_eos: bool = False  # run on past <|endoftext|>, as the seed's script did
-    seed: int | None = None  # sample k uses seed + k; None picks a random seed
+    length: int = option(70, "new tokens per sample")
+    temperature: float = option(1.0, "sampling temperature; 0 means greedy", metavar="T")
+    top_k: int = option(0, "sample from the K likeliest tokens; 0 means off", metavar="K")
+    top_p: float = option(0.9, "nucleus sampling; 1 means off", metavar="P")
+    repetition_penalty: float = option(
+        1.0, "CTRL-style penalty on tokens already present; 1 means off", metavar="R"
+    )
+    stop: tuple[str, ...] = option(
+        (), "end a sample where TEXT appears (repeatable)", repeat=True, metavar="TEXT"
+    )
+    ignore_eos: bool = option(False, "keep going past <|endoftext|> (the seed script's way)")
+    seed: int | None = option(
+        None, "same seed and settings, same output (sample k uses seed + k)", default_help="random"
+    )
 
     def __post_init__(self) -> None:
         self.stop = tuple(self.stop)

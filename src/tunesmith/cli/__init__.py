@@ -1,7 +1,8 @@
 """The `tunesmith` command: one small module per subcommand, each a thin layer over the API.
 
 Each subcommand module exposes `register(subparsers)`, which adds its parser and sets
-`handler=` to a function taking the parsed args and returning an exit code.
+`handler=` to a function taking the parsed args and returning an exit code. Flags come from the
+config dataclasses (tunesmith.options, cli.config_args), so each default is written once.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from tunesmith import __version__
 from tunesmith.errors import TunesmithError
@@ -16,21 +19,40 @@ from tunesmith.errors import TunesmithError
 SUBCOMMAND_MODULES = ["generate", "data", "finetune", "run", "runs", "serve"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose flags may be added when it is first used (`flags=`): most come
+    from config classes whose modules import torch, which `tunesmith runs` need not wait for."""
+
+    def __init__(self, *args: Any, flags: Callable[[Parser], None] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.pending_flags = flags
+
+    def with_flags(self) -> Parser:
+        if self.pending_flags is not None:
+            add, self.pending_flags = self.pending_flags, None
+            add(self)
+        return self
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        return super(Parser, self.with_flags()).parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        return super(Parser, self.with_flags()).format_help()
+
+    def error(self, message: str) -> NoReturn:
+        # One line, as for every other bad input (argparse would print the whole usage first).
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> Parser:
+    parser = Parser(
         prog="tunesmith",
         description="Fine-tune GPT-2-family models on your text and generate from them.",
     )
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"tunesmith.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"tunesmith.cli.{name}":
-                continue  # subcommand not built yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"tunesmith.cli.{name}").register(subparsers)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Options and helpers shared by the subcommands that record a run."""
+"""Options and helpers shared by the subcommands: --workspace, --no-run, recorded runs."""
 
 from __future__ import annotations
 
@@ -8,14 +8,36 @@ from pathlib import Path
 from typing import Any
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """--workspace and --no-run, for every subcommand that is recorded as a run."""
+def add_workspace_option(parser: argparse.ArgumentParser, nested: bool = False) -> None:
+    """--workspace DIR. `nested`: a sub-action's parser (`runs show`), which must not reset a
+    --workspace given before the action."""
     parser.add_argument(
         "--workspace",
         metavar="DIR",
+        default=argparse.SUPPRESS if nested else None,
         help="workspace folder holding runs/ (default: $TUNESMITH_HOME or the current directory)",
     )
+
+
+def add_run_options(parser: argparse.ArgumentParser, output_dir: bool = False) -> None:
+    """--workspace and --no-run (and --output-dir), for subcommands recorded as runs."""
+    add_workspace_option(parser)
     parser.add_argument("--no-run", action="store_true", help="do not record this command as a run")
+    if output_dir:
+        parser.add_argument(
+            "--output-dir", metavar="DIR", help="where to write with --no-run (default: .)"
+        )
+
+
+class RefusedFlag(argparse.Action):
+    """A flag that means something in another subcommand: one line saying what to use here."""
+
+    def __init__(self, option_strings: list[str], dest: str, message: str = "", **kwargs: Any):
+        super().__init__(option_strings, argparse.SUPPRESS, nargs="?", help=argparse.SUPPRESS)
+        self.message = message
+
+    def __call__(self, parser, *args: Any) -> None:
+        parser.error(self.message)
 
 
 def run_for(

@@ -40,6 +40,18 @@ def add_config_arguments(
         parser.add_argument(*flags, dest=f.name, default=NOT_GIVEN, **kwargs)
 
 
+def add_config_groups(
+    parser: argparse.ArgumentParser, config_class: type, groups: dict[str, str]
+) -> None:
+    """Flags for `config_class` under headings: {title: "field names"}; the rest go first."""
+    grouped = [name for names in groups.values() for name in names.split()]
+    unknown = set(grouped) - {f.name for f in dataclasses.fields(config_class)}
+    assert not unknown, f"{config_class.__name__} has no fields {sorted(unknown)}"
+    add_config_arguments(parser, config_class, exclude=grouped)
+    for title, names in groups.items():
+        add_config_arguments(parser.add_argument_group(title), config_class, only=names.split())
+
+
 def given_options(args: argparse.Namespace, config_class: type) -> dict[str, Any]:
     """The fields of `config_class` that were given on the command line, as field values."""
     names = {f.name for f in dataclasses.fields(config_class)}
@@ -48,24 +60,20 @@ def given_options(args: argparse.Namespace, config_class: type) -> dict[str, Any
 
 
 def _argument(f: dataclasses.Field, hint: Any, meta: dict) -> tuple[list[str], dict[str, Any]]:
-    base, optional = _unwrap_optional(hint)
+    base = _unwrap_optional(hint)
     flags = list(meta["flags"]) or [_flag(f.name, base, f.default)]
     kwargs: dict[str, Any] = {"help": _help(f, meta, base)}
     if base is bool:
         kwargs["action"] = "store_false" if f.default is True else "store_true"
         return flags, kwargs
     if typing.get_origin(base) is tuple:
-        (item,) = {a for a in typing.get_args(base) if a is not Ellipsis}
-        kwargs.update(type=item, action="append" if meta["repeat"] else None)
-        if not meta["repeat"]:
-            kwargs["nargs"] = "+"
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        (kwargs["type"],) = {a for a in typing.get_args(base) if a is not Ellipsis}
+        kwargs.update({"action": "append"} if meta["repeat"] else {"nargs": "+"})
     else:
         kwargs["type"] = base
-    if meta["choices"] is not None:
-        kwargs["choices"] = meta["choices"]
-    if meta["metavar"]:
-        kwargs["metavar"] = meta["metavar"]
+    kwargs.update({k: meta[k] for k in ("choices", "metavar") if meta[k]})
+    if kwargs["type"] in (int, float) and "choices" not in kwargs:
+        kwargs.setdefault("metavar", "N" if kwargs["type"] is int else "X")  # not --lr LR
     return flags, kwargs
 
 
@@ -88,10 +96,9 @@ def _help(f: dataclasses.Field, meta: dict, base: Any) -> str:
     return f"{text} (default: {str(shown).replace('%', '%%')})"
 
 
-def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
-    """(X, True) for `X | None` / Optional[X]; (hint, False) otherwise."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return hint, False
+def _unwrap_optional(hint: Any) -> Any:
+    """X for `X | None` / Optional[X]; the hint itself otherwise."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return hint

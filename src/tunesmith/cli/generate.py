@@ -1,172 +1,139 @@
-"""`tunesmith generate`: sample text from a model (hub id, folder or run)."""
+"""`tunesmith generate`: sample text from a model (hub id, folder or run).
+
+`GenerateJob` holds its options besides the sampling settings (GenerationConfig)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tunesmith.cli._common import add_run_options, run_for
+from tunesmith.cli.config_args import add_config_arguments, given_options
 from tunesmith.errors import UsageError
 from tunesmith.files import write_text_atomically
+from tunesmith.options import option
+
+
+@dataclass(frozen=True)
+class GenerateJob:
+    """Which model, which prompt, how many samples, where they go."""
+
+    model: str = option(
+        "gpt2", "hub id (gpt2, distilgpt2, ...), model folder, or run (runs/N)", metavar="M"
+    )
+    prompt: str = option(
+        "", "text to continue", metavar="TEXT", default_help="unconditional, from <|endoftext|>"
+    )
+    prompt_file: str | None = option(None, "read the prompt from FILE", metavar="FILE")
+    num_samples: int = option(1, "samples to generate", flags=("-n", "--num-samples"))
+    batch_size: int = option(8, "samples decoded together")
+    device: str = option("auto", "auto, cpu or cuda")
+    dtype: str = option("auto", "auto, float32, bfloat16 or float16")
+    format: str = option(
+        "text", "text, or jsonl: a JSON object per sample", choices=("text", "jsonl")
+    )
+    output: str | None = option(None, "also write the samples to FILE", metavar="FILE")
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1 or self.batch_size < 1:
+            raise UsageError("--num-samples and --batch-size must be at least 1")
+        if self.prompt and self.prompt_file:
+            raise UsageError("give --prompt or --prompt-file, not both")
 
 
 def register(subparsers) -> None:
+    description = "Generate text from a GPT-2-family model (hub id, folder or run)."
     p = subparsers.add_parser(
-        "generate",
-        help="generate text from a model",
-        description="Generate text from a GPT-2-family model.",
+        "generate", help="generate text from a model", description=description, flags=_flags
     )
-    p.add_argument(
-        "--model",
-        default="gpt2",
-        help="hub id (gpt2, distilgpt2, ...), model folder, or run (runs/N)",
-    )
-    prompt = p.add_mutually_exclusive_group()
-    prompt.add_argument(
-        "--prompt", default="", help="text to continue (default: unconditional, from <|endoftext|>)"
-    )
-    prompt.add_argument("--prompt-file", metavar="FILE", help="read the prompt from FILE")
-    p.add_argument("--length", type=int, default=70, help="new tokens per sample (default 70)")
-    p.add_argument("-n", "--num-samples", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=8, help="samples decoded together")
-    p.add_argument("--temperature", type=float, default=1.0, help="0 means greedy")
-    p.add_argument("--top-k", type=int, default=0, help="0 means off")
-    p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (1 = off)")
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument(
-        "--stop",
-        action="append",
-        default=[],
-        metavar="TEXT",
-        help="end a sample where TEXT appears (repeatable)",
-    )
-    p.add_argument(
-        "--ignore-eos",
-        action="store_true",
-        help="keep going past <|endoftext|> (the seed script's behaviour)",
-    )
-    p.add_argument("--seed", type=int, help="same seed and settings give the same output")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
-    p.add_argument("--format", choices=["text", "jsonl"], default="text")
-    p.add_argument("--output", metavar="FILE", help="also write the samples to FILE")
-    add_run_options(p)
     p.set_defaults(handler=handle)
+
+
+def _flags(p: argparse.ArgumentParser) -> None:
+    from tunesmith.generate import GenerationConfig
+
+    add_config_arguments(p, GenerateJob)
+    add_config_arguments(p.add_argument_group("sampling"), GenerationConfig)
+    add_run_options(p)
 
 
 def handle(args: argparse.Namespace) -> int:
     from tunesmith.generate import GenerationConfig, TextGenerator
 
-    prompt = _read_prompt(args)
-    config = GenerationConfig(
-        length=args.length,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty,
-        stop=tuple(args.stop),
-        ignore_eos=args.ignore_eos,
-        seed=args.seed,
-    )
-    if args.num_samples < 1 or args.batch_size < 1:
-        raise UsageError("--num-samples and --batch-size must be at least 1")
-    params = {k: v for k, v in vars(args).items() if k not in ("handler", "command_line")}
-    with run_for(args, "generate", params) as run:
-        model_source = run.use(args.model)
-        generator = TextGenerator.load(model_source, device=args.device, dtype=args.dtype)
-        if args.num_samples == 1 and args.format == "text":
+    job = GenerateJob(**given_options(args, GenerateJob))
+    config = GenerationConfig(**given_options(args, GenerationConfig))
+    prompt = _read_prompt(job)
+    with run_for(args, "generate", {**asdict(job), **asdict(config)}) as run:
+        generator = TextGenerator.load(run.use(job.model), device=job.device, dtype=job.dtype)
+        if job.num_samples == 1 and job.format == "text":
             samples = [_stream_one(generator, prompt, config)]
         else:
-            samples = _generate_many(
-                generator, prompt, args.num_samples, config, args.batch_size, args.format
-            )
-        records = [_record(s) for s in samples]
+            samples = _generate_many(generator, prompt, config, job)
         if run.id is not None:
-            write_text_atomically(run.dir / "samples.jsonl", _jsonl(records))
-        if args.output:
-            text = _jsonl(records) if args.format == "jsonl" else _plain(samples)
-            write_text_atomically(Path(args.output), text)
-        run.final_metrics.update(
-            samples=len(samples), tokens=sum(len(s.token_ids) for s in samples)
-        )
-        run.set_summary(f"{len(samples)} sample{'s' * (len(samples) != 1)} from {args.model}")
+            write_text_atomically(run.dir / "samples.jsonl", _text(samples, "jsonl"))
+        if job.output:
+            write_text_atomically(Path(job.output), _text(samples, job.format))
+        tokens = sum(len(s.token_ids) for s in samples)
+        run.final_metrics.update(samples=len(samples), tokens=tokens)
+        run.set_summary(f"{len(samples)} sample{'s' * (len(samples) != 1)} from {job.model}")
     return 0
 
 
-def _read_prompt(args: argparse.Namespace) -> str:
-    if not args.prompt_file:
-        return args.prompt
+def _read_prompt(job: GenerateJob) -> str:
+    if not job.prompt_file:
+        return job.prompt
     try:
-        return Path(args.prompt_file).read_text(encoding="utf-8")
+        return Path(job.prompt_file).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"prompt file {args.prompt_file} does not exist") from None
+        raise UsageError(f"prompt file {job.prompt_file} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read prompt file {args.prompt_file}: {e}") from None
+        raise UsageError(f"cannot read prompt file {job.prompt_file}: {e}") from None
 
 
 def _stream_one(generator, prompt: str, config):
     """Print one sample token by token as it is produced."""
-    out = sys.stdout
-    out.write(prompt)
-    out.flush()
+    print(prompt, end="", flush=True)
     sample = None
     for _, delta, done in generator.stream_batch([generator.request(prompt, config)]):
-        out.write(delta)
-        out.flush()
+        print(delta, end="", flush=True)
         sample = done or sample
-    out.write("\n")
+    print()
     sample.prompt = prompt
     return sample
 
 
-def _generate_many(generator, prompt, num_samples, config, batch_size, fmt):
+def _generate_many(generator, prompt: str, config, job: GenerateJob):
     """Samples in batches, each printed (in order) as soon as it and those before it end."""
     from tqdm import tqdm
 
-    pending, printed = {}, 0
-    with tqdm(
-        total=num_samples,
-        desc="generating",
-        unit="sample",
-        file=sys.stderr,
-        disable=None,
-        leave=False,
-    ) as bar:
-
-        def on_sample(sample):
-            nonlocal printed
-            bar.update(1)
-            pending[sample.index] = sample
-            while printed in pending:
-                s = pending.pop(printed)
-                bar.clear()
-                if fmt == "jsonl":
-                    print(json.dumps(_record(s), ensure_ascii=False), flush=True)
-                else:
-                    print(f"=== sample {s.index + 1}/{num_samples} ===", flush=True)
-                    print(s.prompt + s.text, flush=True)
-                printed += 1
-
-        return generator.generate(prompt, num_samples, config, batch_size, on_sample=on_sample)
-
-
-def _record(sample) -> dict:
-    return {
-        "index": sample.index,
-        "prompt": sample.prompt,
-        "text": sample.text,
-        "finish_reason": sample.finish_reason,
-        "tokens": len(sample.token_ids),
-    }
-
-
-def _jsonl(records: list[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-
-
-def _plain(samples) -> str:
-    return "".join(
-        f"=== sample {s.index + 1}/{len(samples)} ===\n{s.prompt}{s.text}\n" for s in samples
+    n, pending, printed = job.num_samples, {}, 0
+    bar = tqdm(
+        total=n, desc="generating", unit="sample", file=sys.stderr, disable=None, leave=False
     )
+
+    def on_sample(sample) -> None:
+        nonlocal printed
+        bar.update(1)
+        pending[sample.index] = sample
+        while printed in pending:
+            bar.clear()
+            print(_text([pending.pop(printed)], job.format, n), end="", flush=True)
+            printed += 1
+
+    with bar:
+        return generator.generate(prompt, n, config, job.batch_size, on_sample=on_sample)
+
+
+def _text(samples: list, fmt: str, total: int | None = None) -> str:
+    """Samples as printed and written: JSON lines, or plain text under headings."""
+    if fmt == "jsonl":
+        fields = ("index", "prompt", "text", "finish_reason")
+        records = [
+            {**{k: getattr(s, k) for k in fields}, "tokens": len(s.token_ids)} for s in samples
+        ]
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    total = total or len(samples)
+    return "".join(f"=== sample {s.index + 1}/{total} ===\n{s.prompt}{s.text}\n" for s in samples)

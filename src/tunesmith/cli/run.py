@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tunesmith.cli._common import add_workspace_option
 from tunesmith.jobs import JobSpec, parse_env, run_job
 from tunesmith.runs import Terminated
 
@@ -57,12 +58,8 @@ def register(subparsers) -> None:
         metavar="SECONDS",
         help="when stopped, wait this long after SIGTERM before SIGKILL (default: 10)",
     )
-    p.add_argument(
-        "--workspace",
-        metavar="DIR",
-        help="workspace folder holding runs/ (default: $TUNESMITH_HOME or the current directory)",
-    )
-    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND", help=argparse.SUPPRESS)
+    add_workspace_option(p)
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND", help="what to run, after --")
     p.set_defaults(handler=run)
 
 

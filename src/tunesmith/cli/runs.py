@@ -7,37 +7,28 @@ import json
 import sys
 import time
 
+from tunesmith.cli._common import add_workspace_option
 from tunesmith.runs import open_workspace
 from tunesmith.runs.references import pick_run
 from tunesmith.runs.views import describe_text, follow_log, runs_table
 
 
-def _add_workspace(parser: argparse.ArgumentParser, nested: bool = False) -> None:
-    # SUPPRESS in nested parsers so they don't reset a --workspace given before the action.
-    parser.add_argument(
-        "--workspace",
-        metavar="DIR",
-        default=argparse.SUPPRESS if nested else None,
-        help="workspace folder holding runs/ (default: $TUNESMITH_HOME or the current directory)",
-    )
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser("runs", help="list, show and remove runs")
-    _add_workspace(p)
+    add_workspace_option(p)
     p.set_defaults(handler=list_runs)
     actions = p.add_subparsers(dest="action", metavar="ACTION")
 
     show = actions.add_parser("show", help="everything recorded about one run")
     show.add_argument("run", metavar="N", help="run id, runs/N or runs/last")
     show.add_argument("--json", action="store_true", help="print the record as JSON")
-    _add_workspace(show, nested=True)
+    add_workspace_option(show, nested=True)
     show.set_defaults(handler=show_run)
 
     rm = actions.add_parser("rm", help="remove a run's folder and record")
     rm.add_argument("run", metavar="N", help="run id, runs/N or runs/last")
     rm.add_argument("--force", action="store_true", help="remove even if later runs used it")
-    _add_workspace(rm, nested=True)
+    add_workspace_option(rm, nested=True)
     rm.set_defaults(handler=remove_run)
 
     logs = subparsers.add_parser("logs", help="print a run's log")
@@ -45,7 +36,7 @@ def register(subparsers) -> None:
     logs.add_argument(
         "-f", "--follow", action="store_true", help="keep printing until the run ends"
     )
-    _add_workspace(logs)
+    add_workspace_option(logs)
     logs.set_defaults(handler=show_logs)
 
 

@@ -1,4 +1,5 @@
-"""`DataConfig`: how `tunesmith data` reads, cleans and splits its sources."""
+"""`DataConfig`: how `tunesmith data` reads, cleans and splits its sources; each field carries
+its flag (tunesmith.options)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tunesmith.errors import UsageError
+from tunesmith.options import option
 
 FORMATS = ("auto", "csv", "tsv", "json", "jsonl", "text")
 SPLITS = ("lines", "paragraphs", "file")
@@ -17,21 +19,36 @@ ERROR_MODES = ("strict", "replace", "ignore")
 class DataConfig:
     """Every option of a data run; validated on construction, saved with the run."""
 
-    format: str = "auto"
-    column: str | None = None  # CSV/TSV column; None picks the obvious text column
-    field: str | None = None  # JSON/JSONL field (dotted for nesting); None picks the obvious one
-    split: str = "lines"  # plain text: one example per line, paragraph or file
-    min_chars: int = 1
-    max_chars: int | None = None
-    val_fraction: float = 0.05
-    seed: int = 0
-    encoding: str = "utf-8"
-    errors: str = "strict"
-    tokenizer: str | None = "gpt2"  # None: no token statistics
-    context: int | None = None  # None: the tokenizer model's n_positions, else 1024
-    max_download_mb: float = 200.0
-    timeout: float = 30.0
-    retries: int = 3
+    format: str = option("auto", "input format", choices=FORMATS, default_help="detect")
+    column: str | None = option(
+        None, "CSV/TSV column holding the text", metavar="NAME", default_help="the obvious one"
+    )
+    field: str | None = option(
+        None,
+        "JSON/JSONL field holding the text (dotted for nesting: a.b)",
+        metavar="NAME",
+        default_help="the obvious one",
+    )
+    split: str = option(
+        "lines", "plain text: one example per line, paragraph or file", choices=SPLITS
+    )
+    min_chars: int = option(1, "drop shorter examples", metavar="N")
+    max_chars: int | None = option(None, "drop longer examples", metavar="N")
+    val_fraction: float = option(0.05, "share held out for validation", metavar="F")
+    seed: int = option(0, "seed of the validation split")
+    encoding: str = option("utf-8", "text encoding")
+    errors: str = option("strict", "what to do with undecodable bytes", choices=ERROR_MODES)
+    tokenizer: str | None = option(
+        "gpt2",
+        "model whose tokenizer counts tokens: hub id, folder or runs/N ('none' to skip)",
+        metavar="MODEL",
+    )
+    context: int | None = option(
+        None, "context length", metavar="N", default_help="the model's, or 1024"
+    )
+    max_download_mb: float = option(200.0, "refuse larger downloads", metavar="MB")
+    timeout: float = option(30.0, "seconds per download try", metavar="S")
+    retries: int = option(3, "download retries on connection errors and 5xx", metavar="N")
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:

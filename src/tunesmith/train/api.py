@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from tunesmith.checkpoint import load_checkpoint, save_checkpoint
 from tunesmith.devices import resolve_device, set_training_threads, use_bf16_autocast
-from tunesmith.errors import CheckpointError, DataError, RunError, UsageError
+from tunesmith.errors import CheckpointError, DataError, UsageError
 from tunesmith.files import write_folder_atomically, write_text_atomically
 from tunesmith.runs.context import FolderRun, RunContext
 from tunesmith.train import distributed, lora, resume_state, trackers
@@ -22,7 +22,7 @@ from tunesmith.train.batching import (
     pack_blocks,
     tokenize_examples,
 )
-from tunesmith.train.config import CONFIG_FILE, FinetuneConfig
+from tunesmith.train.config import MODEL_DIR, FinetuneConfig
 from tunesmith.train.loop import Trainer, TrainState, train
 from tunesmith.train.memory import check_memory
 from tunesmith.train.quality import (
@@ -31,8 +31,8 @@ from tunesmith.train.quality import (
     quality_report,
     sample_ids,
 )
+from tunesmith.train.resume import check_resumable, resolve_quietly, run_folder
 
-MODEL_DIR = "model"
 ADAPTER_DIR = "adapter"
 
 
@@ -77,11 +77,11 @@ def finetune(
 
 
 def _finetune(config, run, info, device, train_texts, val_texts, log) -> FinetuneResult:
-    use = run.use if info.is_main else _resolve_quietly
+    use = run.use if info.is_main else resolve_quietly
     resume_dir = None
     if config.resume:
-        resume_dir = _run_folder(use(config.resume, allow_unfinished=True), config.resume)
-        config = _resumed_config(config, resume_dir)
+        resume_dir = run_folder(use(config.resume, allow_unfinished=True), config.resume)
+        check_resumable(config, FinetuneConfig.load(resume_dir), config.resume)
     model_source = use(config.model)
     if device.type == "cpu":
         set_training_threads(config.num_threads, info.world)
@@ -301,39 +301,6 @@ def _set_dropout(model, p: float | None, attn_p: float | None = None) -> None:
                 module.attn_dropout = attn_p
             elif p is not None:
                 module.attn_dropout = p
-
-
-def _resolve_quietly(ref: str, allow_unfinished: bool = False) -> str:
-    from tunesmith.runs import is_run_reference, resolve_reference
-
-    if is_run_reference(ref):
-        return str(resolve_reference(ref, allow_unfinished=allow_unfinished))
-    return ref
-
-
-def _run_folder(path: str, ref: str) -> Path:
-    folder = Path(path)
-    if folder.name == MODEL_DIR and (folder.parent / CONFIG_FILE).is_file():
-        folder = folder.parent
-    if not (folder / CONFIG_FILE).is_file():
-        raise RunError(
-            f"--resume {ref}: {folder} is not a fine-tuning run (no {CONFIG_FILE}); "
-            "pass the runs/N of an interrupted `tunesmith finetune`"
-        )
-    return folder
-
-
-def _resumed_config(config: FinetuneConfig, folder: Path) -> FinetuneConfig:
-    """A resumed run must keep the settings it was started with (bar the harmless ones)."""
-    old = FinetuneConfig.load(folder)
-    changed = config.differences(old)
-    if changed:
-        raise UsageError(
-            f"--resume {config.resume}: that run was started with other settings: "
-            + "; ".join(changed)
-            + ". Resume with the same settings (or none), or start a new run"
-        )
-    return config
 
 
 def _load_best(folder: Path) -> dict | None:

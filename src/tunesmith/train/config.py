@@ -1,4 +1,5 @@
-"""`FinetuneConfig`: every option of a fine-tuning run; validated on construction, saved with it."""
+"""`FinetuneConfig`: every option of a fine-tuning run; validated on construction, saved with it.
+`LaunchConfig`: how many processes it runs in. Each field carries its flag (tunesmith.options)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,25 @@ PRECISIONS = ("auto", "fp32", "bf16")
 LORA_TARGETS = ("c_attn", "attn.c_proj", "c_fc", "mlp.c_proj")
 TRACKERS = ("tensorboard", "wandb", "mlflow")  # --report-to (tunesmith.train.trackers)
 CONFIG_FILE = "finetune_config.json"
+MODEL_DIR = "model"  # runs/N/model: the fine-tuned model
 # Options that may change when a run is resumed: they do not alter the weights it ends with.
+# (Samples and the final report decode under torch.random.fork_rng, so they leave the training
+# RNG alone; checkpoints only read the state.)
 RESUMABLE_CHANGES = frozenset(
-    {"device", "num_threads", "keep_checkpoints", "progress", "compile", "resume", "report_to"}
+    {
+        "resume",
+        "device",
+        "num_threads",
+        "compile",
+        "progress",
+        "sample_every",
+        "samples",
+        "sample_tokens",
+        "report_samples",
+        "save_every",
+        "keep_checkpoints",
+        "report_to",
+    }
 )
 
 
@@ -27,45 +44,78 @@ RESUMABLE_CHANGES = frozenset(
 class FinetuneConfig:
     """How to fine-tune `model` on `data`; validated on construction, saved with the run."""
 
-    model: str = "gpt2"
-    data: str = ""
-    packing: str = "examples"
-    block_size: int | None = None  # None: the model's context (n_positions)
-    lr: float | None = None  # None: 1e-4 for a full fine-tune, 1e-3 with LoRA
-    weight_decay: float = 0.0
-    warmup: int = 0  # steps of linear warm-up
-    schedule: str = "linear"
-    batch_size: int | None = None  # per device and micro-batch; None: 32 examples or 4 blocks
-    grad_accum: int = 1
-    max_grad_norm: float | None = 1.0  # None or 0: no clipping
-    epochs: int = 3
-    max_steps: int | None = None  # set: train exactly this many optimizer steps
-    seed: int = 0
-    dropout: float | None = None  # None: the model's own dropout (embeddings, residuals)
-    # Dropout on attention probabilities. 0 by default: with it PyTorch's fused attention kernel
-    # cannot run and a step on 1,024-token blocks takes about twice as long on CPU. None: as
-    # --dropout (or the model's).
-    attn_dropout: float | None = 0.0
-    lora: bool = False
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0  # as PEFT; each dropout costs a Bernoulli draw per activation
-    lora_targets: tuple[str, ...] = ("c_attn", "attn.c_proj")
-    eval_every: int | None = None  # None: evaluate before, at each epoch end and at the end
-    early_stop: int | None = None  # patience in evaluations
-    sample_every: int | None = None
-    samples: int = 3  # samples written at each --sample-every
-    sample_tokens: int = 40
-    report_samples: int = 10  # samples in the final quality report
-    save_every: int | None = None  # checkpoints also at each epoch end
-    keep_checkpoints: int = 2
-    resume: str | None = None
-    device: str = "auto"
-    precision: str = "auto"  # auto: fp32 on CPU, bf16 autocast on CUDA
-    compile: bool = False
-    gradient_checkpointing: bool = False
-    num_threads: int | None = None  # None: the number of physical cores
-    progress: bool = True
+    model: str = option("gpt2", "model to start from: hub id, folder or runs/N")
+    data: str = option(
+        "", "a data run (runs/N) or any source `tunesmith data` reads", flags=("-d", "--data")
+    )
+    packing: str = option(
+        "examples",
+        "examples: one example per sequence, length-bucketed; "
+        "blocks: concatenate and cut --block-size chunks",
+        choices=PACKINGS,
+    )
+    block_size: int | None = option(
+        None, "max tokens per sequence", default_help="the model's context"
+    )
+    lr: float | None = option(None, "peak learning rate", default_help="1e-4 full, 1e-3 LoRA")
+    weight_decay: float = option(0.0, "AdamW weight decay (on matrices only)")
+    warmup: int = option(0, "steps of linear warm-up")
+    schedule: str = option("linear", "learning-rate schedule after warm-up", choices=SCHEDULES)
+    batch_size: int | None = option(
+        None, "sequences per device and micro-batch", default_help="32 examples, 4 blocks"
+    )
+    grad_accum: int = option(1, "micro-batches per optimizer step")
+    max_grad_norm: float | None = option(1.0, "gradient clipping norm, 0 = off")
+    epochs: int = option(3, "passes over the data")
+    max_steps: int | None = option(None, "train exactly this many steps (overrides --epochs)")
+    seed: int = option(0, "random seed")
+    dropout: float | None = option(
+        None, "embedding/residual dropout", default_help="the model's own"
+    )
+    # 0 by default: with attention dropout PyTorch's fused attention kernel cannot run and a step
+    # on 1,024-token blocks takes about twice as long on CPU.
+    attn_dropout: float | None = option(
+        0.0, "attention dropout; 0 lets attention use the fused kernel"
+    )
+    lora: bool = option(False, "train low-rank adapters only")
+    lora_rank: int = option(8, "rank of the adapters")
+    lora_alpha: float = option(16.0, "adapter scale (alpha / rank)")
+    # 0 as PEFT: each dropout costs a Bernoulli draw per activation.
+    lora_dropout: float = option(0.0, "dropout on the adapters' input")
+    lora_targets: tuple[str, ...] = option(
+        ("c_attn", "attn.c_proj"),
+        f"layers to adapt, among {' '.join(LORA_TARGETS)}",
+        metavar="LAYER",
+    )
+    eval_every: int | None = option(
+        None, "steps between evaluations", default_help="each epoch end, and the end"
+    )
+    early_stop: int | None = option(
+        None,
+        "stop after this many evaluations without improvement; keep the best",
+        metavar="PATIENCE",
+    )
+    sample_every: int | None = option(None, "steps between samples written to the log")
+    samples: int = option(3, "samples at each --sample-every")
+    sample_tokens: int = option(40, "max tokens per sample")
+    report_samples: int = option(10, "samples in the final quality report")
+    save_every: int | None = option(
+        None, "steps between checkpoints", default_help="each epoch end, and the end"
+    )
+    keep_checkpoints: int = option(2, "checkpoints kept")
+    resume: str | None = option(None, "continue an interrupted run (runs/N)", metavar="RUN")
+    device: str = option("auto", "where to train", choices=DEVICES)
+    precision: str = option(
+        "auto",
+        "auto: fp32 on CPU, bf16 autocast on CUDA; bf16 on CPU needs native bf16",
+        choices=PRECISIONS,
+    )
+    compile: bool = option(False, "torch.compile the model")
+    gradient_checkpointing: bool = option(
+        False, "recompute activations in backward: less memory, ~30% slower"
+    )
+    num_threads: int | None = option(None, "CPU threads", default_help="the physical cores")
+    progress: bool = option(True, "no progress bar")
     report_to: tuple[str, ...] = option(
         (),
         "also send metrics, parameters, samples and the final model to this tracker "
@@ -189,3 +239,25 @@ class FinetuneConfig:
 def _choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise UsageError(f"{flag} must be one of {', '.join(choices)}, not {value!r}")
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How many processes `tunesmith finetune` runs in (torchrun, DistributedDataParallel)."""
+
+    nproc: int = option(1, "processes per node")
+    nnodes: int = option(1, "nodes")
+    node_rank: int = option(0, "rank of this node")
+    master_addr: str | None = option(None, "address of node 0", metavar="HOST")
+    master_port: int | None = option(None, "port on node 0")
+
+    def __post_init__(self) -> None:
+        for flag, value in (("--nproc", self.nproc), ("--nnodes", self.nnodes)):
+            if value < 1:
+                raise UsageError(f"{flag} must be at least 1, not {value}")
+        if not 0 <= self.node_rank < self.nnodes:
+            raise UsageError(f"--node-rank must be 0 to {self.nnodes - 1}, not {self.node_rank}")
+
+    @property
+    def distributed(self) -> bool:
+        return self.nproc > 1 or self.nnodes > 1
