@@ -13,7 +13,7 @@ import sys
 from tunesmith import __version__
 from tunesmith.errors import TunesmithError
 
-SUBCOMMAND_MODULES = ["generate", "data", "finetune", "run", "runs", "serve"]
+SUBCOMMAND_MODULES = ["generate", "data", "finetune", "run", "runs", "serve", "ui"]
 
 
 def build_parser() -> argparse.ArgumentParser:
