@@ -86,6 +86,6 @@ export function renderRuns(view) {
 function fillKinds(select, kinds) {
   const have = [...select.options].map((o) => o.value).filter(Boolean);
   if (have.join() === kinds.join()) return;
-  select.replaceChildren(h("option", { value: "" }, "all kinds"), kinds.map((k) => h("option", { value: k }, k)));
+  select.replaceChildren(h("option", { value: "" }, "all kinds"), ...kinds.map((k) => h("option", { value: k }, k)));
   select.value = kinds.includes(state.kind) ? state.kind : "";
 }
