@@ -23,7 +23,7 @@ export function renderRun(view, id) {
   const logBox = h("pre", { className: "log", "aria-label": "log" });
   const logSection = h("section", {}, h("h2", {}, "Log"), logBox);
   const extras = h("div");
-  view.append(head, details, charts, logSection, extras);
+  view.append(head, charts, logSection, details, extras);  // what changes while it runs first
   const records = [];
   const drawn = new Map();
   let metricsOffset = 0, logOffset = 0, run = null, closed = false, busy = false, first = true;
@@ -150,7 +150,8 @@ function drawCharts(run, records, box, drawn) {
   for (const spec of CHARTS) {
     const series = spec.series.map(([key, name], i) => ({ name, color: COLORS[i], points: seriesOf(records, key) }));
     const hasData = series.some((s) => s.points.length);
-    if (!hasData && run?.kind !== "finetune") continue;
+    // An empty chart is worth showing only while a fine-tune may still fill it.
+    if (!hasData && !(run?.kind === "finetune" && run?.status === "running")) continue;
     if (!drawn.has(spec.title)) {
       const chart = lineChart({ title: spec.title, yLabel: spec.yLabel || "" });
       drawn.set(spec.title, chart);
