@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from tunesmith.cli import main  # noqa: E402
 from tunesmith.generate import GenerationConfig, TextGenerator  # noqa: E402
 from tunesmith.runs import open_workspace  # noqa: E402
-from tunesmith.ui import create_app  # noqa: E402
+from tunesmith.ui.app import create_app  # noqa: E402
 
 FAST = ["--batch-size", "4", "--samples", "1", "--sample-tokens", "6", "--report-samples", "3"]
 FAST += ["--no-progress", "--dropout", "0", "--max-steps", "6", "--eval-every", "3"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tunesmith.cli.config_args import add_config_arguments, given_options
+from tunesmith.errors import TunesmithError
 
 
 def register(subparsers) -> None:
@@ -23,10 +24,19 @@ def register(subparsers) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from tunesmith.ui import UIConfig, serve_ui
+    from tunesmith.ui.config import UIConfig
 
+    config = UIConfig(**given_options(args, UIConfig))
     try:
-        serve_ui(UIConfig(**given_options(args, UIConfig)))
+        from tunesmith.ui.server import serve_ui
+    except ModuleNotFoundError as e:
+        if e.name not in ("fastapi", "uvicorn", "starlette"):
+            raise
+        raise TunesmithError(
+            f"tunesmith ui needs {e.name}, which is not installed: pip install 'tunesmith[ui]'"
+        ) from e
+    try:
+        serve_ui(config)
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a dashboard is stopped
     return 0

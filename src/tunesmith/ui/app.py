@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -38,7 +38,7 @@ def create_app(workspace: str | Path, token: str | None = None) -> FastAPI:
     app.add_middleware(Guard, token=token)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(TunesmithError, _tunesmith_error)
-    app.include_router(_routes())
+    app.include_router(router)
     return app
 
 
@@ -68,92 +68,98 @@ class LoadRequest(BaseModel):
     source: str
 
 
-def _routes():
-    from fastapi import APIRouter
+router = APIRouter()
+WS = Depends(_workspace)
 
-    router = APIRouter()
-    ws = Depends(_workspace)
 
-    @router.get("/", include_in_schema=False)
-    def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"cache-control": "no-store"})
+@router.get("/", include_in_schema=False)
+def index() -> FileResponse:
+    return FileResponse(STATIC / "index.html", headers={"cache-control": "no-store"})
 
-    @router.get("/api/runs")
-    def runs(
-        workspace: Workspace = ws,
-        kind: str | None = None,
-        status: str | None = None,
-        q: str | None = None,
-        limit: int = Query(50, ge=1, le=500),
-        offset: int = Query(0, ge=0),
-    ) -> dict[str, Any]:
-        workspace.reap_stale()  # a run whose process died shows as failed, not running forever
-        flt = readmodel.RunFilter(kind or None, status or None, q or None)
-        return readmodel.runs_page(workspace, flt, limit, offset)
 
-    @router.get("/api/runs/{run_id}")
-    def run(run_id: int, workspace: Workspace = ws) -> dict[str, Any]:
-        return {**workspace.describe(run_id), **records.run_extras(workspace, run_id)}
+@router.get("/api/runs")
+def runs(
+    workspace: Workspace = WS,
+    kind: str | None = None,
+    status: str | None = None,
+    q: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+) -> dict[str, Any]:
+    workspace.reap_stale()  # a run whose process died shows as failed, not running forever
+    flt = readmodel.RunFilter(kind or None, status or None, q or None)
+    return readmodel.runs_page(workspace, flt, limit, offset)
 
-    @router.get("/api/runs/{run_id}/log")
-    def log(run_id: int, offset: int = Query(0, ge=0), workspace: Workspace = ws) -> dict:
-        _existing(workspace, run_id)
-        return readmodel.log_chunk(workspace, run_id, offset)
 
-    @router.get("/api/runs/{run_id}/metrics")
-    def metrics(run_id: int, offset: int = Query(0, ge=0), workspace: Workspace = ws) -> dict:
-        _existing(workspace, run_id)
-        return readmodel.metrics_chunk(workspace, run_id, offset)
+@router.get("/api/runs/{run_id}")
+def run(run_id: int, workspace: Workspace = WS) -> dict[str, Any]:
+    return {**workspace.describe(run_id), **records.run_extras(workspace, run_id)}
 
-    @router.get("/api/runs/{run_id}/download")
-    def download(run_id: int, path: str, workspace: Workspace = ws) -> FileResponse:
-        _existing(workspace, run_id)
-        target = records.file_in_run(workspace, run_id, path)
-        inline = target.suffix.lower() in INLINE_TYPES
-        return FileResponse(
-            target,
-            filename=target.name,
-            content_disposition_type="inline" if inline else "attachment",
-            headers={"content-security-policy": "default-src 'none'; sandbox"},
-        )
 
-    @router.post("/api/runs/{run_id}/stop")
-    def stop(run_id: int, workspace: Workspace = ws) -> dict:
-        actions.stop_run(workspace, run_id)
-        return {"stopping": run_id}
+@router.get("/api/runs/{run_id}/log")
+def log(run_id: int, offset: int = Query(0, ge=0), workspace: Workspace = WS) -> dict:
+    _existing(workspace, run_id)
+    return readmodel.log_chunk(workspace, run_id, offset)
 
-    @router.post("/api/runs/{run_id}/delete")
-    def delete(run_id: int, workspace: Workspace = ws) -> dict:
-        actions.delete_run(workspace, run_id)
-        return {"deleted": run_id}
 
-    @router.get("/api/compare")
-    def compare(ids: str, workspace: Workspace = ws) -> dict:
-        return _compare(workspace, ids)
+@router.get("/api/runs/{run_id}/metrics")
+def metrics(run_id: int, offset: int = Query(0, ge=0), workspace: Workspace = WS) -> dict:
+    _existing(workspace, run_id)
+    return readmodel.metrics_chunk(workspace, run_id, offset)
 
-    @router.post("/api/playground/load")
-    def load(body: LoadRequest, request: Request) -> dict:
-        return request.app.state.playground.load(body.source.strip())
 
-    @router.get("/api/playground/stream")
-    def stream(
-        request: Request,
-        source: str,
-        prompt: str = "",
-        length: int = Query(60, ge=1, le=1024),
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 0.9,
-        seed: int | None = None,
-        samples: int = Query(1, ge=1, le=8),
-    ) -> StreamingResponse:
-        config = GenerationConfig(length, temperature, top_k, top_p, seed=seed)
-        events = request.app.state.playground.stream(source.strip(), prompt, config, samples)
-        return StreamingResponse(
-            _sse(events), media_type="text/event-stream", headers={"cache-control": "no-store"}
-        )
+@router.get("/api/runs/{run_id}/download")
+def download(run_id: int, path: str, workspace: Workspace = WS) -> FileResponse:
+    _existing(workspace, run_id)
+    target = records.file_in_run(workspace, run_id, path)
+    inline = target.suffix.lower() in INLINE_TYPES
+    return FileResponse(
+        target,
+        filename=target.name,
+        content_disposition_type="inline" if inline else "attachment",
+        headers={"content-security-policy": "default-src 'none'; sandbox"},
+    )
 
-    return router
+
+@router.post("/api/runs/{run_id}/stop")
+def stop(run_id: int, workspace: Workspace = WS) -> dict:
+    actions.stop_run(workspace, run_id)
+    return {"stopping": run_id}
+
+
+@router.post("/api/runs/{run_id}/delete")
+def delete(run_id: int, workspace: Workspace = WS) -> dict:
+    actions.delete_run(workspace, run_id)
+    return {"deleted": run_id}
+
+
+@router.get("/api/compare")
+def compare(ids: str, workspace: Workspace = WS) -> dict:
+    return _compare(workspace, ids)
+
+
+@router.post("/api/playground/load")
+def load(body: LoadRequest, request: Request) -> dict:
+    return request.app.state.playground.load(body.source.strip())
+
+
+@router.get("/api/playground/stream")
+def stream(
+    request: Request,
+    source: str,
+    prompt: str = "",
+    length: int = Query(60, ge=1, le=1024),
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 0.9,
+    seed: int | None = None,
+    samples: int = Query(1, ge=1, le=8),
+) -> StreamingResponse:
+    config = GenerationConfig(length, temperature, top_k, top_p, seed=seed)
+    events = request.app.state.playground.stream(source.strip(), prompt, config, samples)
+    return StreamingResponse(
+        _sse(events), media_type="text/event-stream", headers={"cache-control": "no-store"}
+    )
 
 
 def _compare(workspace: Workspace, ids_text: str) -> dict[str, Any]:

@@ -7,6 +7,8 @@ import socket
 import sys
 from collections.abc import Callable
 
+import uvicorn
+
 from tunesmith.errors import UsageError
 from tunesmith.runs import open_workspace
 from tunesmith.ui.app import create_app
@@ -38,8 +40,6 @@ def serve_ui(config: UIConfig, announce: Callable[[str], None] | None = None) ->
     """Serve the dashboard for `config.workspace` until Ctrl-C or SIGTERM.
 
     Off loopback and without an API key, a random token is required, and shown in the URL."""
-    import uvicorn
-
     workspace = open_workspace(config.workspace)  # checks the folder, reaps dead runs
     token = config.api_key
     if token is None and not config.loopback:
