@@ -247,11 +247,15 @@ def test_playground_streams_what_the_generator_makes(client, workflow):
         text = "".join(e.get("text", "") for e in events if e.get("sample") == k)
         (expected,) = generator.generate("Why", 1, GenerationConfig(length=12, seed=7 + k))
         assert text == expected.text and done[k]["tokens"] == len(expected.token_ids)
-    bad = client.get("/api/playground/stream", params={"source": "runs/2", "top_p": 2})
-    assert bad.status_code == 400 and "top" in bad.json()["error"]
-    with client.stream("GET", "/api/playground/stream", params={"source": "runs/9"}) as answer:
-        events = [json.loads(line[6:]) for line in answer.iter_lines() if line.startswith("data:")]
-    assert "runs/9" in events[0]["error"] or "run 9" in events[0]["error"]
+    folder = {"source": str(workflow / "runs" / "3" / "model"), "length": 3}  # a folder loads too
+    with client.stream("GET", "/api/playground/stream", params=folder) as answer:
+        lines = [line for line in answer.iter_lines() if line.startswith("data:")]
+    assert json.loads(lines[-2][6:])["done"] and json.loads(lines[-1][6:]) == {"finished": True}
+    for params, message in (({"source": "runs/2", "top_p": 2}, "top"), ({"source": "runs/9"}, "9")):
+        with client.stream("GET", "/api/playground/stream", params=params) as answer:
+            lines = [line for line in answer.iter_lines() if line.startswith("data:")]
+        (event,) = [json.loads(line[6:]) for line in lines]
+        assert message in event["error"]
 
 
 def test_a_token_guards_everything_and_moves_into_a_cookie(workflow):

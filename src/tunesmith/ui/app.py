@@ -155,10 +155,13 @@ def stream(
     seed: int | None = None,
     samples: int = Query(1, ge=1, le=8),
 ) -> StreamingResponse:
-    config = GenerationConfig(length, temperature, top_k, top_p, seed=seed)
-    events = request.app.state.playground.stream(source.strip(), prompt, config, samples)
+    def events() -> Iterator[dict[str, Any]]:
+        # Errors come as an event: a browser's EventSource cannot read an error's body.
+        config = GenerationConfig(length, temperature, top_k, top_p, seed=seed)
+        yield from request.app.state.playground.stream(source.strip(), prompt, config, samples)
+
     return StreamingResponse(
-        _sse(events), media_type="text/event-stream", headers={"cache-control": "no-store"}
+        _sse(events()), media_type="text/event-stream", headers={"cache-control": "no-store"}
     )
 
 

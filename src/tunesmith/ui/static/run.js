@@ -20,13 +20,12 @@ export function renderRun(view, id) {
   const head = h("div", { className: "run-head" });
   const details = h("div");
   const charts = h("section", { className: "charts" });
-  const logBox = h("pre", { className: "log", "aria-label": "log" });
-  const logSection = h("section", {}, h("h2", {}, "Log"), logBox);
+  const log = logFollower(id);
   const extras = h("div");
-  view.append(head, charts, logSection, details, extras);  // what changes while it runs first
+  view.append(head, charts, log.section, details, extras);  // what changes while it runs first
   const records = [];
   const drawn = new Map();
-  let metricsOffset = 0, logOffset = 0, run = null, closed = false, busy = false, first = true;
+  let metricsOffset = 0, run = null, closed = false, busy = false, first = true;
 
   async function refreshMeta() {
     try {
@@ -37,9 +36,11 @@ export function renderRun(view, id) {
     }
     head.replaceChildren(...header(run, refreshMeta));
     details.replaceChildren(...about(run));
-    extras.replaceChildren(dataReport(run), samplesSection(run), outputsTable(run));
+    showExtras(run);
     return true;
   }
+
+  const showExtras = (r) => extras.replaceChildren(dataReport(r), samplesSection(r), outputsTable(r));
 
   async function follow() {
     const chunk = await api(`/api/runs/${id}/metrics?offset=${metricsOffset}`);
@@ -48,14 +49,7 @@ export function renderRun(view, id) {
       records.push(...chunk.records);
       drawCharts(run, records, charts, drawn);
     }
-    const log = await api(`/api/runs/${id}/log?offset=${logOffset}`);
-    if (log.skipped && logOffset === 0) logBox.append("… (the start of a long log is left out)\n");
-    logOffset = log.offset;
-    if (log.text) {
-      const atBottom = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 4;
-      logBox.append(document.createTextNode(log.text));
-      if (atBottom) logBox.scrollTop = logBox.scrollHeight;
-    }
+    await log.more();
   }
 
   async function tick() {
@@ -65,8 +59,9 @@ export function renderRun(view, id) {
       const wasRunning = run?.status === "running";
       if (wasRunning || first) { first = false; await follow(); }
       if (wasRunning) {
-        const status = (await api(`/api/runs/${id}`)).status;
-        if (status !== "running") { await refreshMeta(); await follow(); }
+        const now = await api(`/api/runs/${id}`);
+        if (now.status !== "running") { await refreshMeta(); await follow(); }
+        else showExtras(now);  // samples written during training
       }
     } catch (e) {
       /* the next tick tries again (a run being deleted, a server restarting) */
@@ -78,6 +73,21 @@ export function renderRun(view, id) {
   refreshMeta().then((ok) => { if (ok) tick(); else closed = true; });
   const timer = setInterval(tick, 1000);
   return () => { closed = true; clearInterval(timer); };
+}
+
+function logFollower(id) {
+  const box = h("pre", { className: "log", "aria-label": "log" });
+  let offset = 0;
+  async function more() {
+    const chunk = await api(`/api/runs/${id}/log?offset=${offset}`);
+    if (chunk.skipped && offset === 0) box.append("… (the start of a long log is left out)\n");
+    offset = chunk.offset;
+    if (!chunk.text) return;
+    const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+    box.append(document.createTextNode(chunk.text));
+    if (atBottom) box.scrollTop = box.scrollHeight;  // follow, unless the reader scrolled up
+  }
+  return { section: h("section", {}, h("h2", {}, "Log"), box), more };
 }
 
 function header(run, refresh) {
