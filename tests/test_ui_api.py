@@ -102,6 +102,7 @@ def test_a_thousand_runs_come_a_page_at_a_time(tmp_path):
 def test_a_finetune_page_has_everything_recorded(client, workflow):
     run = client.get("/api/runs/2").json()
     assert run["kind"] == "finetune" and run["params"]["lr"] == 5e-4
+    assert run["started_at"] == open_workspace(workflow).get(2).started
     assert run["command"][:2] == ["tunesmith", "finetune"]
     assert run["host"] and run["versions"]["torch"] and run["device"] == "cpu"
     assert run["used"] == [{"run": 1, "ref": "runs/1"}] and run["used_by"] == []

@@ -93,7 +93,9 @@ def runs(
 
 @router.get("/api/runs/{run_id}")
 def run(run_id: int, workspace: Workspace = WS) -> dict[str, Any]:
-    return {**workspace.describe(run_id), **records.run_extras(workspace, run_id)}
+    meta = workspace.describe(run_id)
+    started = workspace.get(run_id).started  # epoch seconds, for the browser's own clock
+    return {**meta, "started_at": started, **records.run_extras(workspace, run_id)}
 
 
 @router.get("/api/runs/{run_id}/log")

@@ -30,7 +30,11 @@ class Playground:
         self._generator, self._source = None, None  # free the old model before the new loads
         path = source
         if is_run_reference(source):
-            path = str(Workspace(self._workspace_root).resolve(source))
+            workspace = Workspace(self._workspace_root)
+            try:
+                path = str(workspace.resolve(source))
+            finally:
+                workspace.close()
         self._generator = TextGenerator.load(path)
         self._source = source
         return self._generator

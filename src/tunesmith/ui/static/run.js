@@ -130,7 +130,7 @@ function about(run) {
   const params = Object.entries(run.params || {});
   const versions = Object.entries(run.versions || {}).filter(([, v]) => v).map(([k, v]) => `${k} ${v}`).join(", ");
   const facts = [
-    ["Started", when(Date.parse(run.started) / 1000)],
+    ["Started", when(run.started_at)],
     ["Duration", run.status === "running" ? "running…" : duration(run.duration_s)],
     ["Exit code", run.exit_code ?? "-"],
     ["Host", run.host || "-"],
