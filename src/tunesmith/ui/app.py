@@ -16,7 +16,6 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
 
 from tunesmith.errors import RunError, TunesmithError
 from tunesmith.generate import GenerationConfig
@@ -62,10 +61,6 @@ def _workspace(request: Request) -> Iterator[Workspace]:
 def _existing(workspace: Workspace, run_id: int) -> None:
     if workspace.get(run_id) is None:
         raise RunError(f"there is no run {run_id} in {workspace.root}")
-
-
-class LoadRequest(BaseModel):
-    source: str
 
 
 router = APIRouter()
@@ -138,11 +133,6 @@ def delete(run_id: int, workspace: Workspace = WS) -> dict:
 @router.get("/api/compare")
 def compare(ids: str, workspace: Workspace = WS) -> dict:
     return _compare(workspace, ids)
-
-
-@router.post("/api/playground/load")
-def load(body: LoadRequest, request: Request) -> dict:
-    return request.app.state.playground.load(body.source.strip())
 
 
 @router.get("/api/playground/stream")

@@ -39,11 +39,6 @@ class Playground:
         self._source = source
         return self._generator
 
-    def load(self, source: str) -> dict[str, Any]:
-        with self._lock:
-            generator = self._load(source)
-        return {"source": source, "context": generator.context_length}
-
     def stream(
         self, source: str, prompt: str, config: GenerationConfig, samples: int = 1
     ) -> Iterator[dict[str, Any]]:
