@@ -235,3 +235,35 @@ def test_delete_asks_first_and_keeps_the_lineage_guard(page, ui):
     expect(page.locator(f'tr[data-run="{run.id}"]')).to_have_count(0)
     expect(page.locator("tr[data-run]")).to_have_count(4)
     assert workspace.get(run.id) is None and not workspace.run_dir(run.id).exists()
+
+
+def test_stop_asks_first_then_interrupts_the_run(page, ui):
+    url, ws = ui
+    workspace = open_workspace(ws)
+    before = workspace.latest().id
+    script = (
+        "import time\nfrom tunesmith.runs import recorded_run\n"
+        f"with recorded_run('sleep', workspace={str(ws)!r}, argv=['sleep', '60']):\n"
+        "    time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        for _ in range(400):
+            latest = workspace.latest()
+            if latest.id != before:
+                break
+            time.sleep(0.05)
+        page.goto(url + f"#/runs/{latest.id}")
+        expect(page.locator(".run-head .status")).to_have_text("running")
+        page.click("text=Stop")
+        page.click("text=Cancel")
+        assert child.poll() is None
+        page.click("text=Stop")
+        page.click("text=Yes, stop it")
+        child.wait(timeout=30)
+        expect(page.locator(".run-head .status")).to_have_text("interrupted")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    workspace.remove(latest.id)
