@@ -9,13 +9,27 @@ from typing import Any
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """--workspace and --no-run, for every subcommand that is recorded as a run."""
+    """--workspace, --no-run and --name, for every subcommand that is recorded as a run."""
     parser.add_argument(
         "--workspace",
         metavar="DIR",
         help="workspace folder holding runs/ (default: $TUNESMITH_HOME or the current directory)",
     )
     parser.add_argument("--no-run", action="store_true", help="do not record this command as a run")
+    add_name_option(parser)
+
+
+def add_name_option(parser: argparse.ArgumentParser) -> None:
+    """--name NAME: the run is also `runs/NAME` (the newest run of that name). `serve` already
+    has a --name (the model's name for clients): there it is --run-name."""
+    flag = "--run-name" if "--name" in parser._option_string_actions else "--name"
+    parser.add_argument(
+        flag,
+        dest="run_name",
+        metavar="NAME",
+        help="name the run, so later commands can use it as runs/NAME (the newest run of that "
+        "name); a letter, then letters, digits, '.', '_' or '-'",
+    )
 
 
 def run_for(
@@ -34,4 +48,5 @@ def run_for(
         enabled=not args.no_run,
         argv=args.command_line,
         output_dir=output_dir,
+        name=getattr(args, "run_name", None),
     )

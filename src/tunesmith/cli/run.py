@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tunesmith.cli._common import add_name_option
 from tunesmith.jobs import JobSpec, parse_env, run_job
 from tunesmith.runs import Terminated
 
@@ -62,6 +63,7 @@ def register(subparsers) -> None:
         metavar="DIR",
         help="workspace folder holding runs/ (default: $TUNESMITH_HOME or the current directory)",
     )
+    add_name_option(p)
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND", help=argparse.SUPPRESS)
     p.set_defaults(handler=run)
 
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         kill_after=args.kill_after,
     )
     try:
-        return run_job(config, workspace=args.workspace, argv=args.command_line)
+        return run_job(config, workspace=args.workspace, argv=args.command_line, name=args.run_name)
     except Terminated:
         print("tunesmith: terminated", file=sys.stderr)
         return 143

@@ -358,24 +358,9 @@ class Workspace:
                     self.write_meta(run_id)
         return reaped
 
-    def remove(self, run_id: int, force: bool = False) -> None:
-        """Delete a run's folder and records. Refused while later runs depend on it or while it
-        is still running, unless `force`."""
-        run = self.get(run_id)
-        if run is None:
-            raise RunError(f"there is no run {run_id} in {self.root} (see `tunesmith runs`)")
-        if not force:
-            if run.status == "running":
-                raise RunError(
-                    f"run {run_id} is still running; stop it first, or pass --force to remove it"
-                )
-            dependents = self.used_by(run_id)
-            if dependents:
-                names = ", ".join(f"runs/{i}" for i in dependents)
-                raise RunError(
-                    f"run {run_id} is used by {names}; remove those first, "
-                    "or pass --force to remove it anyway"
-                )
+    def delete(self, run_id: int) -> None:
+        """Forget a run and delete its folder, unconditionally (`removal.remove_run` decides
+        whether it may go)."""
         with self._transaction() as tx:
             tx.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             tx.execute("DELETE FROM outputs WHERE run_id = ?", (run_id,))
