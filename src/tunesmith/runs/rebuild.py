@@ -55,8 +55,7 @@ def index_lock(runs_dir: Path) -> Iterator[None]:
 
 def index_problem(db_path: Path, runs_dir: Path, read_only: bool = False) -> str | None:
     """Why the index cannot be trusted (`missing`, `empty`, `damaged (…)`), or None when it is
-    sound or there are no runs to lose. `read_only`: the folder cannot be written, so the
-    index is opened as immutable (SQLite cannot otherwise read a WAL index there)."""
+    sound or there are no runs to lose. `read_only`: the folder cannot be written."""
     if not run_folders(runs_dir):
         return None
     if not db_path.exists():
@@ -64,7 +63,7 @@ def index_problem(db_path: Path, runs_dir: Path, read_only: bool = False) -> str
     if db_path.stat().st_size == 0:
         return "empty"
     try:
-        conn = sqlite3.connect(read_only_uri(db_path, read_only), uri=True, timeout=60)
+        conn = connect_read_only(db_path) if read_only else _connect_ro(db_path)
         try:
             check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
             if check != "ok":
@@ -84,8 +83,22 @@ def index_problem(db_path: Path, runs_dir: Path, read_only: bool = False) -> str
     return None
 
 
-def read_only_uri(db_path: Path, immutable: bool = True) -> str:
-    return f"file:{quote(str(db_path))}?{'immutable=1' if immutable else 'mode=ro'}"
+def _connect_ro(db_path: Path, immutable: bool = False) -> sqlite3.Connection:
+    mode = "immutable=1" if immutable else "mode=ro"
+    uri = f"file:{quote(str(db_path))}?{mode}"
+    return sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+
+
+def connect_read_only(db_path: Path) -> sqlite3.Connection:
+    """The index in a folder that cannot be written: read-only, with its WAL where SQLite can
+    use it, else as immutable (a WAL left by a killed process is then not seen)."""
+    conn = _connect_ro(db_path)
+    try:
+        conn.execute("SELECT name FROM sqlite_master").fetchall()
+        return conn
+    except sqlite3.OperationalError:  # SQLite cannot set up the WAL index without writing
+        conn.close()
+        return _connect_ro(db_path, immutable=True)
 
 
 def _epoch(text: str | None) -> float | None:

@@ -24,10 +24,10 @@ from tunesmith.runs.display import iso_time
 from tunesmith.runs.migrations import MIGRATIONS, migrate, schema_version
 from tunesmith.runs.outputs import RECORDS_DIR, Output, scan_outputs
 from tunesmith.runs.rebuild import (
+    connect_read_only,
     index_lock,
     index_problem,
     memory_index,
-    read_only_uri,
     rebuild_index,
     run_folders,
 )
@@ -87,7 +87,7 @@ class Workspace:
             )
             conn = memory_index(self.runs_dir)
         else:
-            conn = sqlite3.connect(read_only_uri(self.db_path), uri=True, isolation_level=None)
+            conn = connect_read_only(self.db_path)
         conn.row_factory = sqlite3.Row
         return conn
 
