@@ -15,11 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
 from tunesmith.errors import RunError
-from tunesmith.runs.outputs import RECORDS_DIR, walk_entries
+from tunesmith.runs.outputs import RECORDS_DIR, remove_tree, walk_entries
 from tunesmith.runs.record import RunHandle
 from tunesmith.runs.references import is_run_reference
 from tunesmith.runs.schema import Run
-from tunesmith.runs.workspace import remove_tree
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
-"""A run's outputs: every file in its folder but tunesmith's own records, with size and sha256."""
+"""A run's outputs: every file in its folder but tunesmith's own records, with size and sha256;
+and removing a run folder, read-only copies included."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -88,3 +91,19 @@ def top_level_names(root: Path, limit: int = 8) -> list[str]:
     except OSError:
         return []
     return names[:limit] + (["…"] if len(names) > limit else [])
+
+
+def remove_tree(path: Path) -> None:
+    """rmtree that also removes read-only files and folders (mounted inputs are made read-only)."""
+
+    def make_writable_and_retry(func, failed_path, _exc_info):
+        parent = os.path.dirname(failed_path)
+        for p in (parent, failed_path):
+            try:
+                os.chmod(p, os.stat(p).st_mode | stat.S_IWUSR | stat.S_IXUSR)
+            except OSError:
+                pass
+        func(failed_path)
+
+    if path.exists():
+        shutil.rmtree(path, onerror=make_writable_and_retry)

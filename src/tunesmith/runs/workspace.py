@@ -8,9 +8,7 @@ Each run folder also describes itself in `runs/N/.tunesmith/meta.json`.
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
-import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from tunesmith.errors import RunError
 from tunesmith.runs import environment
 from tunesmith.runs.display import iso_time
 from tunesmith.runs.migrations import MIGRATIONS, migrate, schema_version
-from tunesmith.runs.outputs import RECORDS_DIR, Output, scan_outputs
+from tunesmith.runs.outputs import RECORDS_DIR, Output, remove_tree, scan_outputs
 from tunesmith.runs.rebuild import (
     connect_read_only,
     index_lock,
@@ -366,22 +364,6 @@ class Workspace:
             tx.execute("DELETE FROM outputs WHERE run_id = ?", (run_id,))
             tx.execute("DELETE FROM uses WHERE run_id = ?", (run_id,))
         remove_tree(self.run_dir(run_id))
-
-
-def remove_tree(path: Path) -> None:
-    """rmtree that also removes read-only files and folders (mounted inputs are made read-only)."""
-
-    def make_writable_and_retry(func, failed_path, _exc_info):
-        parent = os.path.dirname(failed_path)
-        for p in (parent, failed_path):
-            try:
-                os.chmod(p, os.stat(p).st_mode | stat.S_IWUSR | stat.S_IXUSR)
-            except OSError:
-                pass
-        func(failed_path)
-
-    if path.exists():
-        shutil.rmtree(path, onerror=make_writable_and_retry)
 
 
 def open_workspace(path: str | Path | None = None) -> Workspace:
