@@ -38,7 +38,8 @@ def parse_mount(text: str) -> tuple[str, str | None]:
         ref, dest = text.rsplit(":", 1)
     if not is_run_reference(ref):
         raise RunError(
-            f"--mount {text}: expected runs/N, runs/N/path or runs/last, optionally with :DEST"
+            f"--mount {text}: expected a run reference (runs/N, runs/NAME, runs/last or "
+            "runs/last-KIND, optionally /path), optionally with :DEST"
         )
     if dest is not None:
         parts = [p for p in PurePosixPath(dest).parts if p != "."]

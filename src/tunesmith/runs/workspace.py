@@ -359,11 +359,14 @@ class Workspace:
     def delete(self, run_id: int) -> None:
         """Forget a run and delete its folder, unconditionally (`removal.remove_run` decides
         whether it may go)."""
-        with self._transaction() as tx:
-            tx.execute("DELETE FROM runs WHERE id = ?", (run_id,))
-            tx.execute("DELETE FROM outputs WHERE run_id = ?", (run_id,))
-            tx.execute("DELETE FROM uses WHERE run_id = ?", (run_id,))
-        remove_tree(self.run_dir(run_id))
+        self._connect()  # before the lock, which opening the index takes too
+        # Under the index lock: a process healing the index meanwhile would bring it back.
+        with index_lock(self.runs_dir):
+            with self._transaction() as tx:
+                tx.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+                tx.execute("DELETE FROM outputs WHERE run_id = ?", (run_id,))
+                tx.execute("DELETE FROM uses WHERE run_id = ?", (run_id,))
+            remove_tree(self.run_dir(run_id))
 
 
 def open_workspace(path: str | Path | None = None) -> Workspace:
