@@ -205,14 +205,13 @@ def recorded_run(
     output_dir: str | Path | None = None,
     name: str | None = None,
 ) -> Iterator[RunHandle]:
-    """Execute a command as run N of the workspace (see the module docstring). `name` (from
-    `--name`) makes it `runs/NAME` too, the newest run of that name winning.
+    """Execute a command as run N of the workspace (see the module docstring), also
+    `runs/NAME` given a `name` (the newest run of a name wins).
 
     With `enabled=False` nothing is recorded: `run.dir` is `output_dir` (or the current
     directory) and `run.id` is None.
     """
-    if name is not None:
-        check_run_name(name)
+    check_run_name(name)
     if not enabled:
         folder = Path(output_dir) if output_dir else Path.cwd()
         folder.mkdir(parents=True, exist_ok=True)

@@ -26,9 +26,11 @@ _LAST_KIND = re.compile(r"^last-(?P<kind>[a-z]+)$")
 MAX_RUN_ID = 2**63 - 1  # SQLite's INTEGER
 
 
-def check_run_name(name: str) -> str:
-    """A valid `--name`: a letter, then letters, digits, `.`, `_` or `-` (so never a run
-    number, never a path), and not `last` or `last-KIND`, which are references of their own."""
+def check_run_name(name: str | None) -> str | None:
+    """A valid `--name` (or None): a letter, then letters, digits, `.`, `_` or `-` (so never a
+    run number, never a path), and not `last` or `last-KIND`, references of their own."""
+    if name is None:
+        return None
     if not _NAME.match(name) or name == "last" or name.startswith("last-"):
         raise RunError(
             f"--name {name!r}: a run name starts with a letter and has only letters, digits, "
