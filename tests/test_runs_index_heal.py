@@ -149,3 +149,18 @@ def test_generate_no_run_works_in_a_read_only_workspace(history, offline_hub):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
+
+
+def test_an_older_index_in_a_read_only_workspace_is_read_upgraded_in_memory(workspace):
+    from test_runs_migrations import _version_1_index
+
+    _version_1_index(workspace)
+    listing = _read_only_command(workspace, ["runs"])
+    assert listing.returncode == 0 and listing.stderr == ""
+    assert [line.split()[:3] for line in listing.stdout.splitlines()[1:]] == [
+        ["1", "data", "succeeded"],
+        ["2", "run", "succeeded"],
+    ]
+    named = _read_only_command(workspace, ["runs", "show", "runs/nosuch"])
+    assert named.returncode == 1 and "there is no run named 'nosuch'" in named.stderr
+    assert "Traceback" not in named.stderr

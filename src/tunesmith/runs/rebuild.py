@@ -197,6 +197,18 @@ def memory_index(runs_dir: Path) -> sqlite3.Connection:
     return conn
 
 
+def upgraded_in_memory(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """A copy in memory of an index written by an earlier tunesmith, upgraded there, for reading
+    a workspace that cannot be written (so cannot be upgraded in place). Closes `conn`."""
+    memory = sqlite3.connect(":memory:", isolation_level=None)
+    conn.backup(memory)
+    conn.close()
+    memory.execute("BEGIN IMMEDIATE")
+    migrate(memory)
+    memory.execute("COMMIT")
+    return memory
+
+
 def rebuild_index(db_path: Path, runs_dir: Path, problem: str) -> tuple[int, Path | None]:
     """Write a new index from the run folders' meta.json and swap it in for the old one.
     Returns how many runs it holds and where a damaged old index was kept (else None).

@@ -28,6 +28,7 @@ from tunesmith.runs.rebuild import (
     memory_index,
     rebuild_index,
     run_folders,
+    upgraded_in_memory,
 )
 from tunesmith.runs.schema import JSON_COLUMNS, STALE_NOTE, Run, to_json
 
@@ -86,6 +87,8 @@ class Workspace:
             conn = memory_index(self.runs_dir)
         else:
             conn = connect_read_only(self.db_path)
+            if schema_version(conn) < len(MIGRATIONS):
+                conn = upgraded_in_memory(conn)  # an older index cannot be upgraded in place
         conn.row_factory = sqlite3.Row
         return conn
 
