@@ -126,8 +126,10 @@ def test_a_mounted_run_folder_has_a_default_name(workspace, capsys):
     [
         ("runs/5", "there is no run 5"),
         ("runs/1/missing.txt", "run 1 has no 'missing.txt'"),
-        ("elsewhere/file.txt", "expected runs/N"),
-        ("runs/1:../up", "DEST must be a relative path"),
+        ("elsewhere/file.txt", "expected a run reference (runs/N, runs/NAME"),
+        ("runs/1:../up", "DEST must name a file or folder inside the run folder"),
+        ("runs/1:.", "DEST must name a file or folder inside the run folder"),
+        ("runs/1:./", "DEST must name a file or folder inside the run folder"),
     ],
 )
 def test_bad_mounts_fail_clearly(workspace, capsys, mount, message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -168,3 +169,80 @@ def test_durations_read_like_a_person_would_say_them(seconds, text):
 
 def test_sizes():
     assert [format_size(n) for n in (5, 2048, 3_500_000)] == ["5 B", "2.0 kB", "3.5 MB"]
+
+
+@pytest.mark.parametrize("text", ["²", "３", "99999999999999999999999", "runs/３"])
+def test_runs_rm_takes_only_ascii_run_numbers(history, capsys, text):
+    # `３` (full-width) used to remove run 3; `²` and a huge number raised tracebacks.
+    assert main(["runs", "rm", text, "--force"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tunesmith: error: ") and err.count("\n") == 1
+    assert [r.id for r in open_workspace().list_runs()] == [1, 2, 3]
+
+
+def test_a_hand_deleted_run_folder_lists_as_missing(history, capsys):
+    shutil.rmtree(history / "runs" / "3")
+    assert main(["runs"]) == 0
+    line = capsys.readouterr().out.splitlines()[3]
+    assert line.split()[:3] == ["3", "finetune", "missing"]
+    assert line.endswith("its folder was removed; `tunesmith runs rm 3` forgets it")
+    assert main(["runs", "show", "3"]) == 0
+    assert capsys.readouterr().out.startswith("run 3  finetune  missing")
+    assert main(["runs", "verify", "3"]) == 1
+    assert capsys.readouterr().out == "run 3: its folder is missing\n"
+    assert main(["runs", "rm", "3"]) == 0
+    assert [r.id for r in open_workspace().list_runs()] == [1, 2]
+
+
+def test_runs_rm_force_stops_a_running_run_cleanly_first(workspace, capsys):
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "tunesmith", "run", "--", "sh", "-c", "echo going; sleep 60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert runner.stdout.readline() == "going\n"
+    assert main(["runs", "rm", "1"]) == 1
+    assert "still running; stop it first, or pass --force" in capsys.readouterr().err
+    assert main(["runs", "rm", "1", "--force"]) == 0
+    captured = capsys.readouterr()
+    assert f"stopping run 1 (SIGTERM to process {runner.pid})" in captured.err
+    assert captured.out == "removed run 1\n"
+    _, err = runner.communicate(timeout=30)
+    assert runner.returncode == 143
+    assert "Traceback" not in err and err.rstrip().endswith("tunesmith: terminated")
+    assert open_workspace().list_runs() == [] and not (workspace / "runs" / "1").exists()
+
+
+def test_names_and_last_kind_reference_runs_without_numbers(workspace, capsys):
+    assert main(["run", "--name", "jokes", "--", "sh", "-c", "echo one > d.txt"]) == 0
+    assert main(["run", "--", "sh", "-c", "echo other > d.txt"]) == 0
+    assert main(["run", "-m", "runs/jokes/d.txt", "--", "cat", "d.txt"]) == 0
+    assert capsys.readouterr().out == "one\n"
+    # The newest run of a name wins: a retry under the same name replaces what it names.
+    assert main(["run", "--name", "jokes", "--", "sh", "-c", "echo two > d.txt"]) == 0
+    assert main(["run", "-m", "runs/jokes/d.txt:x.txt", "--", "cat", "x.txt"]) == 0
+    assert capsys.readouterr().out == "two\n"
+    with recorded_run(kind="data", params={}) as run:
+        (run.dir / "d.txt").write_text("data\n")
+    assert main(["run", "-m", "runs/last-data/d.txt", "--", "cat", "d.txt"]) == 0
+    assert capsys.readouterr().out == "data\n"
+
+    assert main(["runs", "show", "jokes"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("run 4  run  succeeded") and "name:      jokes (runs/jokes)" in out
+    assert main(["runs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["ID", "NAME", "KIND"] and lines[1].split()[:2] == ["1", "jokes"]
+    assert main(["run", "-m", "runs/nosuch", "--", "true"]) == 1
+    assert "there is no run named 'nosuch'" in capsys.readouterr().err
+    assert main(["run", "-m", "runs/last-finetune", "--", "true"]) == 1
+    assert "there is no finetune run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["12", "a/b", "last", "last-data", ".x", "ü", "x" * 65])
+def test_bad_run_names_are_refused_before_the_run_starts(workspace, capsys, name):
+    assert main(["run", "--name", name, "--", "true"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"tunesmith: error: --name {name!r}: a run name starts with a letter")
+    assert not (workspace / "runs").exists()

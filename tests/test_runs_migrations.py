@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 
@@ -10,6 +11,8 @@ import pytest
 from tunesmith.errors import RunError
 from tunesmith.runs import open_workspace, recorded_run
 from tunesmith.runs.migrations import MIGRATIONS
+
+HELLO_SHA256 = hashlib.sha256(b"hello\n").hexdigest()
 
 # The index exactly as tunesmith wrote it at schema version 1 (before the migrations table).
 VERSION_1 = [
@@ -80,7 +83,7 @@ def _version_1_index(root) -> None:
         row, ("run", '["tunesmith", "run"]', "{}", 200.0, 201.5, None, "out", '{"loss": 0.25}')
     )
     conn.execute("INSERT INTO uses VALUES (2, 1, 'runs/1')")
-    conn.execute("INSERT INTO outputs VALUES (1, 'data.txt', 6, 'abc123')")
+    conn.execute("INSERT INTO outputs VALUES (1, 'data.txt', 6, ?)", (HELLO_SHA256,))
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -102,9 +105,9 @@ def test_a_version_1_index_is_upgraded_with_its_runs_intact(workspace, capsys):
     ws = open_workspace()
 
     version, names, indexes = _index_state(workspace)
-    assert version == len(MIGRATIONS) == 2
-    assert names == ["m001_initial", "m002_running_runs_index"]
-    assert "runs_by_status" in indexes
+    assert version == len(MIGRATIONS) == 3
+    assert names == ["m001_initial", "m002_running_runs_index", "m003_run_names"]
+    assert "runs_by_status" in indexes and "runs_by_name" in indexes
     first, second = ws.list_runs()
     assert (first.id, first.kind, first.status, first.params) == (
         1,
@@ -119,7 +122,7 @@ def test_a_version_1_index_is_upgraded_with_its_runs_intact(workspace, capsys):
         ["tunesmith", "run"],
     )
     assert ws.used(2) == [(1, "runs/1")] and ws.used_by(1) == [2]
-    assert [(o.path, o.size, o.sha256) for o in ws.outputs(1)] == [("data.txt", 6, "abc123")]
+    assert [(o.path, o.size, o.sha256) for o in ws.outputs(1)] == [("data.txt", 6, HELLO_SHA256)]
 
     with recorded_run(kind="generate", argv=["tunesmith", "generate"]) as run:
         assert run.use("runs/1") == str(workspace / "runs" / "1")

@@ -25,16 +25,29 @@ from tunesmith.runs.references import pick_run
         ("runs/3/sub/path.txt", 3, "sub/path.txt"),
         ("runs/last", None, ""),
         ("runs/last/data.txt", None, "data.txt"),
+        ("runs/last-data", None, ""),
+        ("runs/jokes/data.txt", None, "data.txt"),
     ],
 )
 def test_references_parse(text, run, sub):
     ref = parse_reference(text)
     assert (ref.run, ref.subpath) == (run, sub)
+    assert str(ref) == text.removeprefix("./").rstrip("/")
     assert is_run_reference(text)
 
 
 @pytest.mark.parametrize(
-    "text", ["gpt2", "openai-community/gpt2", "runs", "runs/x", "myruns/3", "/abs/runs/3", "r/3"]
+    "text",
+    [
+        "gpt2",
+        "openai-community/gpt2",
+        "runs",
+        "myruns/3",
+        "/abs/runs/3",
+        "r/3",
+        "runs/３",
+        "runs/²",
+    ],
 )
 def test_other_names_are_not_references(text):
     assert not is_run_reference(text)
@@ -131,8 +144,11 @@ def test_a_run_is_picked_by_number_or_reference(three_runs, text, run_id):
     "text, message",
     [
         ("runs/1/data.txt", "is not a run; give its number"),
-        ("three", "is not a run; give its number"),
+        ("three", "there is no run named 'three' in"),
         ("7", "there is no run 7 in"),
+        ("３", r"is not a run; give its number \(ASCII digits"),
+        ("²", "is not a run; give its number"),
+        ("99999999999999999999999", "there is no run 99999999999999999999999"),
     ],
 )
 def test_picking_a_run_that_is_not_one_is_a_clear_error(three_runs, text, message):

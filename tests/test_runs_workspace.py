@@ -15,6 +15,7 @@ import pytest
 
 from tunesmith.errors import RunError
 from tunesmith.runs import open_workspace, recorded_run, resolve_reference
+from tunesmith.runs.removal import remove_run
 from tunesmith.runs.schema import STALE_NOTE
 
 START_RUN = """
@@ -113,9 +114,9 @@ def test_remove_refuses_while_a_later_run_depends_on_it(workspace):
         run.use("runs/1/d.txt")
     ws = open_workspace()
     with pytest.raises(RunError, match="run 1 is used by runs/2.*--force"):
-        ws.remove(1)
+        remove_run(ws, 1)
     assert ws.run_dir(1).exists()
-    ws.remove(1, force=True)
+    remove_run(ws, 1, force=True)
     assert ws.get(1) is None and not ws.run_dir(1).exists()
     assert ws.used(2) == [(1, "runs/1/d.txt")]  # lineage keeps naming what it used
 
@@ -123,14 +124,14 @@ def test_remove_refuses_while_a_later_run_depends_on_it(workspace):
 def test_remove_refuses_a_running_run(workspace):
     with recorded_run(kind="data", params={}):
         with pytest.raises(RunError, match="still running"):
-            open_workspace().remove(1)
+            remove_run(open_workspace(), 1)
 
 
 def test_removed_ids_are_never_reused(workspace):
     for _ in range(2):
         with recorded_run(kind="data", params={}):
             pass
-    open_workspace().remove(2)
+    remove_run(open_workspace(), 2)
     with recorded_run(kind="data", params={}) as run:
         assert run.id == 3
 

@@ -23,6 +23,7 @@ def add_run_options(parser: argparse.ArgumentParser, output_dir: bool = False) -
     """--workspace and --no-run (and --output-dir), for subcommands recorded as runs."""
     add_workspace_option(parser)
     parser.add_argument("--no-run", action="store_true", help="do not record this command as a run")
+    add_name_option(parser)
     if output_dir:
         parser.add_argument(
             "--output-dir", metavar="DIR", help="where to write with --no-run (default: .)"
@@ -38,6 +39,19 @@ class RefusedFlag(argparse.Action):
 
     def __call__(self, parser, *args: Any) -> None:
         parser.error(self.message)
+
+
+def add_name_option(parser: argparse.ArgumentParser) -> None:
+    """--name NAME: the run is also `runs/NAME` (the newest run of that name). `serve` already
+    has a --name (the model's name for clients): there it is --run-name."""
+    flag = "--run-name" if "--name" in parser._option_string_actions else "--name"
+    parser.add_argument(
+        flag,
+        dest="run_name",
+        metavar="NAME",
+        help="name the run, so later commands can use it as runs/NAME (the newest run of that "
+        "name); a letter, then letters, digits, '.', '_' or '-'",
+    )
 
 
 def run_for(
@@ -56,4 +70,5 @@ def run_for(
         enabled=not args.no_run,
         argv=args.command_line,
         output_dir=output_dir,
+        name=getattr(args, "run_name", None),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tunesmith.cli._common import add_workspace_option
+from tunesmith.cli._common import add_name_option, add_workspace_option
 from tunesmith.jobs import JobSpec, parse_env, run_job
 from tunesmith.runs import Terminated
 
@@ -59,6 +59,7 @@ def register(subparsers) -> None:
         help="when stopped, wait this long after SIGTERM before SIGKILL (default: 10)",
     )
     add_workspace_option(p)
+    add_name_option(p)
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND", help="what to run, after --")
     p.set_defaults(handler=run)
 
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         kill_after=args.kill_after,
     )
     try:
-        return run_job(config, workspace=args.workspace, argv=args.command_line)
+        return run_job(config, workspace=args.workspace, argv=args.command_line, name=args.run_name)
     except Terminated:
         print("tunesmith: terminated", file=sys.stderr)
         return 143

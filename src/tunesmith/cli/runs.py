@@ -1,4 +1,5 @@
-"""`tunesmith runs` (list, `show`, `rm`) and `tunesmith logs`: looking at recorded runs."""
+"""`tunesmith runs` (list, `show`, `rm`, `verify`, `reindex`) and `tunesmith logs`: looking at
+recorded runs."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import time
 from tunesmith.cli._common import add_workspace_option
 from tunesmith.runs import open_workspace
 from tunesmith.runs.references import pick_run
-from tunesmith.runs.views import describe_text, follow_log, runs_table
+from tunesmith.runs.removal import remove_run
+from tunesmith.runs.views import describe_text, follow_log, runs_table, verify_line
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("runs", help="list, show and remove runs")
+    p = subparsers.add_parser("runs", help="list, show, verify and remove runs")
     add_workspace_option(p)
     p.set_defaults(handler=list_runs)
     actions = p.add_subparsers(dest="action", metavar="ACTION")
@@ -27,9 +29,26 @@ def register(subparsers) -> None:
 
     rm = actions.add_parser("rm", help="remove a run's folder and record")
     rm.add_argument("run", metavar="N", help="run id, runs/N or runs/last")
-    rm.add_argument("--force", action="store_true", help="remove even if later runs used it")
+    rm.add_argument(
+        "--force",
+        action="store_true",
+        help="remove even if later runs used it; a running run is stopped first",
+    )
     add_workspace_option(rm, nested=True)
-    rm.set_defaults(handler=remove_run)
+    rm.set_defaults(handler=remove)
+
+    verify = actions.add_parser(
+        "verify", help="check that runs' outputs are still the files recorded when they ended"
+    )
+    verify.add_argument("run", metavar="N", nargs="?", help="one run (default: every run)")
+    add_workspace_option(verify, nested=True)
+    verify.set_defaults(handler=verify_runs)
+
+    reindex = actions.add_parser(
+        "reindex", help="rebuild runs/index.db from the runs' own records (meta.json)"
+    )
+    add_workspace_option(reindex, nested=True)
+    reindex.set_defaults(handler=reindex_runs)
 
     logs = subparsers.add_parser("logs", help="print a run's log")
     logs.add_argument("run", metavar="N", help="run id, runs/N or runs/last")
@@ -60,11 +79,32 @@ def show_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def remove_run(args: argparse.Namespace) -> int:
+def remove(args: argparse.Namespace) -> int:
     workspace = open_workspace(args.workspace)
     run_id = pick_run(workspace, args.run)
-    workspace.remove(run_id, force=args.force)
+    remove_run(workspace, run_id, force=args.force)
     print(f"removed run {run_id}")
+    return 0
+
+
+def verify_runs(args: argparse.Namespace) -> int:
+    """One line per run (`ok`, or each change); exit code 1 when any run changed."""
+    workspace = open_workspace(args.workspace)
+    ids = [pick_run(workspace, args.run)] if args.run else [r.id for r in workspace.list_runs()]
+    changed = 0
+    for run_id in ids:
+        intact, text = verify_line(workspace, run_id)
+        changed += not intact
+        print(text)
+    if changed:
+        print(f"tunesmith: error: {changed} of {len(ids)} runs changed", file=sys.stderr)
+    return 1 if changed else 0
+
+
+def reindex_runs(args: argparse.Namespace) -> int:
+    workspace = open_workspace(args.workspace)
+    count = workspace.reindex()
+    print(f"rebuilt {workspace.db_path} from the records of {count} runs")
     return 0
 
 

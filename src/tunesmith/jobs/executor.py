@@ -110,10 +110,13 @@ def run_job(
     workspace: str | Path | None = None,
     argv: list[str] | None = None,
     executor: Executor | None = None,
+    name: str | None = None,
 ) -> int:
-    """Run `spec` as a recorded run of kind `run`; returns the command's exit code."""
+    """Run `spec` as a recorded run of kind `run` (also `runs/NAME`, given a name); returns the
+    command's exit code."""
     executor = executor or LocalExecutor()
-    with recorded_run(kind="run", params=spec.to_params(), workspace=workspace, argv=argv) as run:
+    params = spec.to_params()
+    with recorded_run("run", params, workspace=workspace, argv=argv, name=name) as run:
         code = executor.execute(spec, run)
         run.exit_code = code
         if code != 0:

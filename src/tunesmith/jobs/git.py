@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tunesmith.errors import RunError
 from tunesmith.jobs.process import stream_process
+from tunesmith.runs.outputs import remove_tree
 from tunesmith.runs.record import RunHandle
-from tunesmith.runs.workspace import remove_tree
 
 
 def split_git_url(text: str) -> tuple[str, str | None]:

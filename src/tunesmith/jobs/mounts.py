@@ -1,8 +1,9 @@
 """Mounts: an earlier run's output placed, read-only, in a new run's working directory.
 
-The mounted output is a copy made read-only, so a command can never change another run's
-results, even as root (who ignores permission bits). It is left out of the new run's outputs,
-recorded as lineage, and removed when the command ends.
+The mounted output is a copy, made read-only, of exactly the files the earlier run recorded
+(checked against their sha256 first), as real files: never a symlink, so a command can neither
+change another run's results through it nor reach outside. It is left out of the new run's
+outputs, recorded as lineage, and removed when the command ends.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
 from tunesmith.errors import RunError
-from tunesmith.runs.outputs import RECORDS_DIR
+from tunesmith.runs.outputs import RECORDS_DIR, remove_tree, walk_entries
 from tunesmith.runs.record import RunHandle
 from tunesmith.runs.references import is_run_reference
-from tunesmith.runs.workspace import remove_tree
+from tunesmith.runs.schema import Run
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,16 @@ def parse_mount(text: str) -> tuple[str, str | None]:
         ref, dest = text.rsplit(":", 1)
     if not is_run_reference(ref):
         raise RunError(
-            f"--mount {text}: expected runs/N, runs/N/path or runs/last, optionally with :DEST"
+            f"--mount {text}: expected a run reference (runs/N, runs/NAME, runs/last or "
+            "runs/last-KIND, optionally /path), optionally with :DEST"
         )
     if dest is not None:
-        parts = PurePosixPath(dest).parts
-        if not dest or PurePosixPath(dest).is_absolute() or ".." in parts:
-            raise RunError(f"--mount {text}: DEST must be a relative path inside the run folder")
+        parts = [p for p in PurePosixPath(dest).parts if p != "."]
+        if not parts or PurePosixPath(dest).is_absolute() or ".." in parts:
+            raise RunError(
+                f"--mount {text}: DEST must name a file or folder inside the run folder, "
+                "e.g. runs/1:data"
+            )
         if parts[0] == RECORDS_DIR:
             raise RunError(f"--mount {text}: {RECORDS_DIR}/ is reserved for tunesmith's records")
     return ref, dest
@@ -58,15 +63,20 @@ def _make_read_only(path: Path) -> None:
             p.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 
-def _copy_ignoring(source_run_dir: Path, skip: set[str]):
-    """Leave out the source run's records and what was not its output (its own mounts)."""
-
-    def ignore(folder: str, names: list[str]) -> set[str]:
-        rel = Path(folder).relative_to(source_run_dir).as_posix()
-        prefix = "" if rel == "." else rel + "/"
-        return {n for n in names if (prefix + n) in skip}
-
-    return ignore
+def _copy_outputs(run: RunHandle, source_run: Run, under: str, target: Path) -> None:
+    """Copy the source run's recorded outputs at or below `under` (with its folders) to
+    `target`, as real files. `resolve_use` has just checked that they are as recorded."""
+    root = run.workspace.run_dir(source_run.id)
+    recorded = {o.path for o in run.workspace.outputs(source_run.id)}
+    excluded = source_run.info.get("excluded", [])
+    if (root / under).is_dir():
+        target.mkdir()
+    for rel, path in walk_entries(root, excluded, under, folders=True):
+        dest = target / rel[len(under) :].lstrip("/") if under else target / rel
+        if path.is_dir() and not path.is_symlink():
+            dest.mkdir(exist_ok=True)
+        elif rel in recorded:
+            shutil.copy2(path, dest)  # the file's bytes, never a link
 
 
 def place_mount(run: RunHandle, text: str) -> Mount:
@@ -81,13 +91,10 @@ def place_mount(run: RunHandle, text: str) -> Mount:
     if target.exists() or target.is_symlink():
         raise RunError(f"--mount {text}: {dest} already exists in the run folder")
     target.parent.mkdir(parents=True, exist_ok=True)
-    if source.is_dir():
-        source_run = run.workspace.get(resolved.run_id)
-        skip = {RECORDS_DIR, *(source_run.info.get("excluded", []) if source_run else [])}
-        ignore = _copy_ignoring(source_run_dir, skip)
-        shutil.copytree(source, target, symlinks=True, ignore=ignore)
-    else:
-        shutil.copy2(source, target)
+    under = source.relative_to(source_run_dir).as_posix()
+    source_run = run.workspace.get(resolved.run_id)
+    assert source_run is not None  # it resolved a moment ago
+    _copy_outputs(run, source_run, "" if under == "." else under, target)
     _make_read_only(target)
     run.exclude_from_outputs(dest)
     return Mount(str(resolved.reference), resolved.run_id, dest)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tunesmith.errors import RunError
 from tunesmith.jobs.process import stream_process
-from tunesmith.runs.workspace import remove_tree
+from tunesmith.runs.outputs import remove_tree
 
 COMPLETE_MARKER = ".tunesmith-complete"
 

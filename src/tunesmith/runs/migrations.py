@@ -71,6 +71,13 @@ def m002_running_runs_index(tx: sqlite3.Connection) -> None:
     tx.execute("CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, host)")
 
 
+@migration
+def m003_run_names(tx: sqlite3.Connection) -> None:
+    """`--name NAME`: a run named by the user, found as `runs/NAME` (the newest of that name)."""
+    tx.execute("ALTER TABLE runs ADD COLUMN name TEXT")
+    tx.execute("CREATE INDEX IF NOT EXISTS runs_by_name ON runs (name)")
+
+
 def schema_version(conn: sqlite3.Connection) -> int:
     """How many migrations the index has had (0: a new, empty file)."""
     return conn.execute("PRAGMA user_version").fetchone()[0]

@@ -22,7 +22,7 @@ from tunesmith.errors import RunError
 from tunesmith.runs import environment
 from tunesmith.runs.display import format_duration
 from tunesmith.runs.outputs import scan_outputs
-from tunesmith.runs.references import Resolved, is_run_reference, resolve_in
+from tunesmith.runs.references import Resolved, check_run_name, is_run_reference, resolve_in
 from tunesmith.runs.schema import to_json
 from tunesmith.runs.workspace import Workspace, open_workspace
 
@@ -203,12 +203,15 @@ def recorded_run(
     enabled: bool = True,
     argv: list[str] | None = None,
     output_dir: str | Path | None = None,
+    name: str | None = None,
 ) -> Iterator[RunHandle]:
-    """Execute a command as run N of the workspace (see the module docstring).
+    """Execute a command as run N of the workspace (see the module docstring), also
+    `runs/NAME` given a `name` (the newest run of a name wins).
 
     With `enabled=False` nothing is recorded: `run.dir` is `output_dir` (or the current
     directory) and `run.id` is None.
     """
+    check_run_name(name)
     if not enabled:
         folder = Path(output_dir) if output_dir else Path.cwd()
         folder.mkdir(parents=True, exist_ok=True)
@@ -222,7 +225,7 @@ def recorded_run(
     ws = open_workspace(workspace)
     info = environment.collect()
     argv = list(argv if argv is not None else sys.argv)
-    run = ws.create_run(kind, argv, dict(params or {}), info)
+    run = ws.create_run(kind, argv, dict(params or {}), info, name=name)
     handle = RunHandle(run.id, ws.run_dir(run.id), ws.records_dir(run.id), ws)
     handle.info = {k: v for k, v in info.items() if k != "host"}
     ws.write_meta(run.id)

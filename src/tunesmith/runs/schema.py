@@ -34,6 +34,7 @@ class Run:
     main_output: str = "."
     metrics: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None  # given with --name
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Run:

@@ -12,11 +12,19 @@ from typing import Any
 from tunesmith.errors import RunError
 from tunesmith.runs.display import format_duration, format_size, format_time, table
 from tunesmith.runs.schema import Run
+from tunesmith.runs.seal import find_changes
 from tunesmith.runs.workspace import Workspace
+
+
+def status(workspace: Workspace, run: Run) -> str:
+    """The recorded status, or `missing` when the run's folder was deleted by hand."""
+    return run.status if workspace.run_dir(run.id).is_dir() else "missing"
 
 
 def summary(workspace: Workspace, run: Run) -> str:
     """The run's own summary, else why it did not succeed, else the size of its outputs."""
+    if status(workspace, run) == "missing":
+        return f"its folder was removed; `tunesmith runs rm {run.id}` forgets it"
     if run.summary:
         return run.summary
     if run.status in ("failed", "interrupted") and run.error:
@@ -35,18 +43,38 @@ def _duration(run: Run) -> str:
 
 
 def runs_table(workspace: Workspace, runs: list[Run]) -> str:
+    """The runs, one a line; a NAME column only once some run has a name."""
+    named = any(r.name for r in runs)
     rows = [
         [
             str(r.id),
+            *([r.name or "-"] if named else []),
             r.kind,
-            r.status,
+            status(workspace, r),
             format_time(r.started),
             _duration(r),
             summary(workspace, r),
         ]
         for r in runs
     ]
-    return table(["ID", "KIND", "STATUS", "STARTED", "DURATION", "SUMMARY"], rows)
+    headers = ["ID", *(["NAME"] if named else []), "KIND", "STATUS", "STARTED", "DURATION"]
+    return table([*headers, "SUMMARY"], rows)
+
+
+def verify_line(workspace: Workspace, run_id: int) -> tuple[bool, str]:
+    """Whether run N is intact, and `run N: ok, …` or what changed in its folder since it
+    ended, a line each (`tunesmith runs verify`)."""
+    run = workspace.get(run_id)
+    assert run is not None
+    if status(workspace, run) == "missing":
+        return False, f"run {run_id}: its folder is missing"
+    if run.status == "running":
+        return True, f"run {run_id}: running, not sealed yet"
+    changes = find_changes(workspace, run)
+    if changes:
+        return False, "\n".join(f"run {run_id}: {change}" for change in changes)
+    n = len(workspace.outputs(run_id))
+    return True, f"run {run_id}: ok, {n} file{'s' if n != 1 else ''} as recorded"
 
 
 def _format_value(value: Any) -> str:
@@ -63,7 +91,7 @@ def describe_text(workspace: Workspace, run_id: int) -> str:
     assert run is not None
     versions = meta.get("versions") or {}
     lines = [
-        f"run {run.id}  {run.kind}  {run.status}",
+        f"run {run.id}  {run.kind}  {status(workspace, run)}",
         f"command:   {shlex.join(run.argv)}",
         f"folder:    {meta['folder']}",
         f"started:   {format_time(run.started)}   duration: {_duration(run)}"
@@ -73,6 +101,8 @@ def describe_text(workspace: Workspace, run_id: int) -> str:
     ]
     if meta.get("git_commit"):
         lines.append(f"git:       {meta['git_commit']}")
+    if run.name:
+        lines.append(f"name:      {run.name} (runs/{run.name})")
     if run.error:
         lines.append(f"error:     {run.error}")
     if run.summary:

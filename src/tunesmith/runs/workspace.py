@@ -8,9 +8,8 @@ Each run folder also describes itself in `runs/N/.tunesmith/meta.json`.
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
-import stat
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,16 @@ from tunesmith.errors import RunError
 from tunesmith.runs import environment
 from tunesmith.runs.display import iso_time
 from tunesmith.runs.migrations import MIGRATIONS, migrate, schema_version
-from tunesmith.runs.outputs import RECORDS_DIR, Output, scan_outputs
+from tunesmith.runs.outputs import RECORDS_DIR, Output, remove_tree, scan_outputs
+from tunesmith.runs.rebuild import (
+    connect_read_only,
+    index_lock,
+    index_problem,
+    memory_index,
+    rebuild_index,
+    run_folders,
+    upgraded_in_memory,
+)
 from tunesmith.runs.schema import JSON_COLUMNS, STALE_NOTE, Run, to_json
 
 
@@ -33,6 +41,7 @@ class Workspace:
         self.runs_dir = self.root / "runs"
         self.db_path = self.runs_dir / "index.db"
         self._conn: sqlite3.Connection | None = None
+        self.read_only = False  # set when the index had to be opened read-only
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
@@ -41,13 +50,73 @@ class Workspace:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
+            if not self.writable():
+                self._conn = self._open_read_only()
+                return self._conn
             self.runs_dir.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA busy_timeout = 60000")
-            self._conn = conn
-            self._init_schema(conn)
+            with index_lock(self.runs_dir):
+                problem = index_problem(self.db_path, self.runs_dir)
+                if problem:
+                    self._rebuild(problem)
+                conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA busy_timeout = 60000")
+                self._conn = conn
+                self._init_schema(conn)
         return self._conn
+
+    def writable(self) -> bool:
+        """Whether runs can be recorded here (a read-only workspace can still be read)."""
+        folder = self.runs_dir if self.runs_dir.exists() else self.root
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent  # a workspace to be created: can its parent take it?
+        return os.access(folder, os.W_OK) and (
+            not self.db_path.exists() or os.access(self.db_path, os.W_OK)
+        )
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """The index, read-only; rebuilt in memory from the runs' meta.json when it is missing
+        or damaged, since it cannot be rebuilt on disk."""
+        self.read_only = True
+        problem = index_problem(self.db_path, self.runs_dir, read_only=True)
+        if problem:
+            _warn(
+                f"the run index {self.db_path} is {problem} and the workspace is read-only; "
+                "reading the runs' own records instead"
+            )
+            conn = memory_index(self.runs_dir)
+        else:
+            conn = connect_read_only(self.db_path)
+            if schema_version(conn) < len(MIGRATIONS):
+                conn = upgraded_in_memory(conn)  # an older index cannot be upgraded in place
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def _rebuild(self, problem: str) -> None:
+        count, kept = rebuild_index(self.db_path, self.runs_dir, problem)
+        aside = f"; the damaged file is kept as {kept.name}" if kept else ""
+        _warn(
+            f"the run index {self.db_path} was {problem}; rebuilt it from the records of "
+            f"{count} run folder{'s' if count != 1 else ''}{aside}"
+        )
+
+    def reindex(self) -> int:
+        """Rebuild the index from the runs' meta.json files (`tunesmith runs reindex`);
+        returns how many runs it holds."""
+        self._check_writable()
+        self.close()
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        with index_lock(self.runs_dir):
+            count, _ = rebuild_index(self.db_path, self.runs_dir, "rebuilt on request")
+        return count
+
+    def _check_writable(self) -> None:
+        if self.read_only or not self.writable():
+            raise RunError(
+                f"workspace {self.root} is read-only: its runs can be listed and shown, but "
+                "nothing can be recorded or changed there; use --workspace DIR (a folder you "
+                "can write), or --no-run"
+            )
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
         if schema_version(conn) == len(MIGRATIONS):
@@ -62,7 +131,7 @@ class Workspace:
             new = schema_version(tx) == 0
             migrate(tx)
             # An index rebuilt next to existing run folders must not hand out their ids again.
-            existing = [int(p.name) for p in self.runs_dir.iterdir() if p.name.isdigit()]
+            existing = [int(p.name) for p in run_folders(self.runs_dir)]
             if new and existing:
                 tx.execute(
                     "INSERT INTO sqlite_sequence (name, seq) VALUES ('runs', ?)", (max(existing),)
@@ -71,6 +140,7 @@ class Workspace:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self._connect()
+        self._check_writable()
         if conn.in_transaction:  # left open by an interrupt between statements
             conn.rollback()
         conn.execute("BEGIN IMMEDIATE")
@@ -82,7 +152,8 @@ class Workspace:
         conn.execute("COMMIT")
 
     def _has_index(self) -> bool:
-        return self._conn is not None or self.db_path.exists()
+        """Whether there is an index to read, or run folders to rebuild it from."""
+        return self._conn is not None or self.db_path.exists() or bool(run_folders(self.runs_dir))
 
     def close(self) -> None:
         if self._conn is not None:
@@ -98,12 +169,18 @@ class Workspace:
         return self.run_dir(run_id) / RECORDS_DIR
 
     def create_run(
-        self, kind: str, argv: list[str], params: dict[str, Any], info: dict[str, Any]
+        self,
+        kind: str,
+        argv: list[str],
+        params: dict[str, Any],
+        info: dict[str, Any],
+        name: str | None = None,
     ) -> Run:
         """Allocate the next id, record the run as `running` by this process, make its folder."""
         pid = os.getpid()
         values = {
             "kind": kind,
+            "name": name,
             "status": "running",
             "argv": to_json(list(argv)),
             "params": to_json(params),
@@ -129,16 +206,19 @@ class Workspace:
         row = self._connect().execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return Run.from_row(row) if row else None
 
-    def latest(self, before: int | None = None) -> Run | None:
-        """The newest run (started before run `before`, when given)."""
+    def latest(
+        self, before: int | None = None, kind: str | None = None, name: str | None = None
+    ) -> Run | None:
+        """The newest run (started before run `before`, of `kind`, named `name`, when given)."""
         if not self._has_index():
             return None
-        limit = before if before is not None else 2**62
-        row = (
-            self._connect()
-            .execute("SELECT * FROM runs WHERE id < ? ORDER BY id DESC LIMIT 1", (limit,))
-            .fetchone()
-        )
+        where, values = ["id < ?"], [before if before is not None else 2**62]
+        for column, value in (("kind", kind), ("name", name)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                values.append(value)
+        sql = f"SELECT * FROM runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT 1"
+        row = self._connect().execute(sql, values).fetchone()
         return Run.from_row(row) if row else None
 
     def list_runs(self) -> list[Run]:
@@ -206,6 +286,7 @@ class Workspace:
         info = dict(run.info)
         meta: dict[str, Any] = {
             "id": run.id,
+            "name": run.name,
             "kind": run.kind,
             "status": run.status,
             "command": run.argv,
@@ -244,8 +325,8 @@ class Workspace:
 
     def reap_stale(self) -> list[int]:
         """Mark `running` runs of this host whose process is gone as failed; return their ids."""
-        if not self._has_index():
-            return []
+        if not self._has_index() or not self.writable():
+            return []  # a read-only workspace is shown as it is
         host = environment.hostname()
         rows = self._connect().execute(
             "SELECT id, pid, proc_start FROM runs WHERE status = 'running' AND host = ?", (host,)
@@ -278,45 +359,17 @@ class Workspace:
                     self.write_meta(run_id)
         return reaped
 
-    def remove(self, run_id: int, force: bool = False) -> None:
-        """Delete a run's folder and records. Refused while later runs depend on it or while it
-        is still running, unless `force`."""
-        run = self.get(run_id)
-        if run is None:
-            raise RunError(f"there is no run {run_id} in {self.root} (see `tunesmith runs`)")
-        if not force:
-            if run.status == "running":
-                raise RunError(
-                    f"run {run_id} is still running; stop it first, or pass --force to remove it"
-                )
-            dependents = self.used_by(run_id)
-            if dependents:
-                names = ", ".join(f"runs/{i}" for i in dependents)
-                raise RunError(
-                    f"run {run_id} is used by {names}; remove those first, "
-                    "or pass --force to remove it anyway"
-                )
-        with self._transaction() as tx:
-            tx.execute("DELETE FROM runs WHERE id = ?", (run_id,))
-            tx.execute("DELETE FROM outputs WHERE run_id = ?", (run_id,))
-            tx.execute("DELETE FROM uses WHERE run_id = ?", (run_id,))
-        remove_tree(self.run_dir(run_id))
-
-
-def remove_tree(path: Path) -> None:
-    """rmtree that also removes read-only files and folders (mounted inputs are made read-only)."""
-
-    def make_writable_and_retry(func, failed_path, _exc_info):
-        parent = os.path.dirname(failed_path)
-        for p in (parent, failed_path):
-            try:
-                os.chmod(p, os.stat(p).st_mode | stat.S_IWUSR | stat.S_IXUSR)
-            except OSError:
-                pass
-        func(failed_path)
-
-    if path.exists():
-        shutil.rmtree(path, onerror=make_writable_and_retry)
+    def delete(self, run_id: int) -> None:
+        """Forget a run and delete its folder, unconditionally (`removal.remove_run` decides
+        whether it may go)."""
+        self._connect()  # before the lock, which opening the index takes too
+        # Under the index lock: a process healing the index meanwhile would bring it back.
+        with index_lock(self.runs_dir):
+            with self._transaction() as tx:
+                tx.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+                tx.execute("DELETE FROM outputs WHERE run_id = ?", (run_id,))
+                tx.execute("DELETE FROM uses WHERE run_id = ?", (run_id,))
+            remove_tree(self.run_dir(run_id))
 
 
 def open_workspace(path: str | Path | None = None) -> Workspace:
@@ -330,6 +383,10 @@ def open_workspace(path: str | Path | None = None) -> Workspace:
         raise RunError(f"workspace {workspace.root} is not a folder")
     workspace.reap_stale()
     return workspace
+
+
+def _warn(message: str) -> None:
+    print(f"tunesmith: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _update_run(tx: sqlite3.Connection, run_id: int, fields: dict[str, Any]) -> None:

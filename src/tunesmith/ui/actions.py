@@ -14,6 +14,7 @@ import signal
 from tunesmith.errors import RunError
 from tunesmith.runs import Workspace
 from tunesmith.runs.environment import hostname, process_alive
+from tunesmith.runs.removal import remove_run
 
 
 def stop_run(workspace: Workspace, run_id: int) -> None:
@@ -42,4 +43,4 @@ def stop_run(workspace: Workspace, run_id: int) -> None:
 
 def delete_run(workspace: Workspace, run_id: int) -> None:
     """`tunesmith runs rm` without --force: refused while running or used by later runs."""
-    workspace.remove(run_id, force=False)
+    remove_run(workspace, run_id, force=False)
