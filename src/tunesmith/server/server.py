@@ -177,6 +177,7 @@ class _GuardedProtocol(H11Protocol):
         super().connection_made(transport)
         self._head = b""
         self._reading_head = True
+        self._refused = False
         self._head_timer: asyncio.TimerHandle | None = None
         if len(self.connections) > self.max_connections:
             self._refuse(503, "the server has too many open connections; try again shortly")
@@ -198,6 +199,8 @@ class _GuardedProtocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # answered and closing: the rest of what the client sends is not read
         if self._reading_head:
             self._head = (self._head + data)[:MAX_HEAD_BYTES]  # h11 refuses longer heads
             end = _END_OF_HEAD.search(self._head)
@@ -230,6 +233,11 @@ class _GuardedProtocol(H11Protocol):
             f"\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
         ).encode()
         cycle = self.cycle
+        self._refused = True
         if cycle is None or cycle.response_complete or not cycle.response_started:
             self.transport.write(head + body)
-        self.transport.close()
+        # Closing with the client's bytes unread would reset the connection, and the client
+        # could lose the answer: end our side, read and drop theirs for a moment, then close.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(1.0, self.transport.close)
