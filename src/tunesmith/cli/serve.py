@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import asdict
 
 from tunesmith.cli._common import add_run_options, run_for
 from tunesmith.cli.config_args import add_config_arguments, given_options
@@ -43,9 +44,13 @@ def handle(args: argparse.Namespace) -> int:
     options.setdefault("api_key", os.environ.get("TUNESMITH_API_KEY") or None)
     config = ServerConfig(**options)
     params = {
-        k: v for k, v in vars(args).items() if k not in ("handler", "command_line", "api_key")
+        "model": args.model,
+        "name": args.name,
+        "device": args.device,
+        "dtype": args.dtype,
+        **asdict(config),
+        "api_key": config.api_key is not None,  # whether one was set, never the key
     }
-    params["api_key"] = config.api_key is not None
     args.command_line = _without_key(args.command_line)
     with run_for(args, "serve", params) as run:
         source, name = args.model, args.name or args.model
