@@ -4,6 +4,7 @@ key, limits and timeouts, and many clients at once."""
 
 from __future__ import annotations
 
+import _thread
 import http.client
 import importlib
 import json
@@ -494,3 +495,25 @@ def test_the_serve_function_serves_until_stopped(generator):
     totals = tunesmith.serve(generator, ServerConfig(port=0), MODEL, on_ready=on_ready)
     assert len(answers) == 1
     assert totals["requests"] == 1 and totals["completion_tokens"] >= 1
+
+
+def test_ctrl_c_answers_the_requests_in_flight_with_503(generator):
+    gated = GatedGenerator(generator)
+    answers = []
+
+    def wait_then_interrupt(server: CompletionServer) -> None:
+        gated.hold()
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(raw, server, "POST", "/v1/completions", {"prompt": "x"})
+            assert gated.entered.wait(30)
+            _thread.interrupt_main()  # what a Ctrl-C does
+            answers.append(waiting.result())
+        gated.gate.set()
+
+    def on_ready(server: CompletionServer) -> None:
+        threading.Thread(target=wait_then_interrupt, args=(server,)).start()
+
+    totals = tunesmith.serve(gated, ServerConfig(port=0), MODEL, on_ready=on_ready)
+    ((status, body),) = answers
+    assert status == 503 and "shutting down" in body["error"]["message"]
+    assert totals["requests"] == 1 and totals["errors"] == 1

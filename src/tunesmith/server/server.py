@@ -116,16 +116,26 @@ class CompletionServer:
     def serve_forever(self) -> None:
         """Serve until stop() (from another thread) or a KeyboardInterrupt in this one."""
         assert self._uvicorn is not None and self._socket is not None, "start() the server first"
-        thread = threading.Thread(
-            target=self._uvicorn.run, kwargs={"sockets": [self._socket]}, name="tunesmith-http"
-        )
-        thread.start()
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                self._uvicorn.run(sockets=[self._socket])
+            finally:
+                done.set()
+
+        # Wait on an Event, not on Thread.join: a Ctrl-C that interrupts join() leaves the
+        # thread marked as stopped while it still runs (CPython gh-90882).
+        threading.Thread(target=run, name="tunesmith-http").start()
         try:
-            while thread.is_alive():
-                thread.join(0.2)  # short waits: a Ctrl-C reaches this thread at once
+            while not done.wait(0.2):  # short waits: a Ctrl-C reaches this thread at once
+                pass
+        except BaseException:
+            self.batcher.close()  # requests in flight are answered 503 before uvicorn stops
+            raise
         finally:
             self._uvicorn.should_exit = True
-            thread.join()
+            done.wait()
 
     def stop(self) -> None:
         """Make serve_forever() return (call it from another thread)."""
