@@ -15,10 +15,12 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from tunesmith.checkpoint import resolve_model_dir
 from tunesmith.errors import UsageError
 from tunesmith.generate import TextGenerator
 from tunesmith.server.app import create_app
@@ -162,6 +164,36 @@ class CompletionServer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def serve(
+    model: str | TextGenerator,
+    config: ServerConfig | None = None,
+    model_name: str | None = None,
+    log: RequestLog | None = None,
+    on_ready: Callable[[CompletionServer], None] | None = None,
+    chat_template: ChatTemplate | None = None,
+) -> dict[str, int]:
+    """Serve `model` (a hub id, folder, run path or loaded generator) until Ctrl-C or SIGTERM
+    (a KeyboardInterrupt in the main thread), then shut down cleanly and return the totals
+    of the request log. A Ctrl-C is the normal way to stop a server, so it is not re-raised.
+    The chat template comes from the model's folder unless one is given."""
+    if isinstance(model, TextGenerator):
+        generator = model
+    else:
+        generator = TextGenerator.load(model)
+        chat_template = chat_template or ChatTemplate.from_folder(resolve_model_dir(model))
+    server = CompletionServer(generator, config, model_name, log, chat_template)
+    server.start()
+    try:
+        if on_ready is not None:
+            on_ready(server)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return server.log.totals()
 
 
 # h11 accepts bare LF line ends as well as CRLF.
