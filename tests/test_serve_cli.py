@@ -119,3 +119,22 @@ def test_serve_refuses_a_busy_port_and_the_run_fails(workspace, tiny_model_dir, 
 )
 def test_the_api_key_is_masked_in_the_recorded_command(argv, recorded):
     assert _without_key(argv) == recorded
+
+
+def test_serve_flags_come_from_server_config():
+    from tunesmith.cli import build_parser
+    from tunesmith.cli.config_args import given_options
+    from tunesmith.server import ServerConfig
+
+    argv = ["serve", "--allow-origin", "http://a.example", "--allow-origin", "*"]
+    argv += ["--max-connections", "3", "--header-timeout", "2.5", "--no-continuous"]
+    config = ServerConfig(**given_options(build_parser().parse_args(argv), ServerConfig))
+    assert config.allow_origin == ("http://a.example", "*") and config.continuous is False
+    assert (config.max_connections, config.header_timeout) == (3, 2.5)
+    assert (config.port, config.max_batch_size) == (8000, 16)  # the dataclass's defaults
+
+
+def test_a_bad_server_setting_is_one_line_and_exit_2(workspace, capsys):
+    assert main(["serve", "--header-timeout", "0", "--no-run"]) == 2
+    err = capsys.readouterr().err
+    assert err == "tunesmith: error: header-timeout must be more than 0 seconds\n"

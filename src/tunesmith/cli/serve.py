@@ -1,12 +1,15 @@
-"""`tunesmith serve`: an OpenAI-compatible completion server for a model or run, as a run."""
+"""`tunesmith serve`: an OpenAI-compatible server for a model or run, recorded as a run."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from dataclasses import asdict
 
 from tunesmith.cli._common import add_run_options, run_for
+from tunesmith.cli.config_args import add_config_arguments, given_options
+from tunesmith.server.config import ServerConfig
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -16,23 +19,14 @@ def register(subparsers) -> None:
         "serve",
         help="serve a model over an OpenAI-compatible HTTP API",
         description=(
-            "Serve a model over HTTP as OpenAI's /v1/completions, /v1/models and /health "
-            "(point any OpenAI client at the printed URL). Ctrl-C stops it."
+            "Serve a model over HTTP as OpenAI's /v1/completions, /v1/chat/completions and "
+            "/v1/models, with /tokenize, /detokenize, /metrics and /health (point any OpenAI "
+            "client at the printed URL). Ctrl-C stops it."
         ),
     )
     p.add_argument("--model", default="gpt2", help="hub id, model folder, or run (runs/N) to serve")
     p.add_argument("--name", help="model name clients send and see (default: the --model value)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
-    p.add_argument(
-        "--api-key",
-        default=os.environ.get("TUNESMITH_API_KEY"),
-        help="require `Authorization: Bearer KEY` on every request "
-        "(default: $TUNESMITH_API_KEY; the key is never recorded with the run)",
-    )
-    p.add_argument("--max-batch-size", type=int, default=16, help="sequences decoded together")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request size limit")
+    add_config_arguments(p, ServerConfig)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     add_run_options(p)
@@ -40,23 +34,23 @@ def register(subparsers) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from tunesmith.checkpoint import resolve_model_dir
     from tunesmith.generate import TextGenerator
     from tunesmith.runs import is_run_reference
     from tunesmith.runs.references import Reference
-    from tunesmith.server import RequestLog, ServerConfig, serve
+    from tunesmith.server import ChatTemplate, RequestLog, serve
 
-    config = ServerConfig(
-        host=args.host,
-        port=args.port,
-        api_key=args.api_key or None,
-        max_batch_size=args.max_batch_size,
-        timeout=args.timeout,
-        max_body_bytes=args.max_body_bytes,
-    )
+    options = given_options(args, ServerConfig)
+    options.setdefault("api_key", os.environ.get("TUNESMITH_API_KEY") or None)
+    config = ServerConfig(**options)
     params = {
-        k: v for k, v in vars(args).items() if k not in ("handler", "command_line", "api_key")
+        "model": args.model,
+        "name": args.name,
+        "device": args.device,
+        "dtype": args.dtype,
+        **asdict(config),
+        "api_key": config.api_key is not None,  # whether one was set, never the key
     }
-    params["api_key"] = config.api_key is not None
     args.command_line = _without_key(args.command_line)
     with run_for(args, "serve", params) as run:
         source, name = args.model, args.name or args.model
@@ -66,8 +60,9 @@ def handle(args: argparse.Namespace) -> int:
             # runs/last would name another run tomorrow: clients see the run's number
             name = args.name or str(Reference(resolved.run_id, resolved.reference.subpath))
         generator = TextGenerator.load(source, device=args.device, dtype=args.dtype)
+        template = ChatTemplate.from_folder(resolve_model_dir(source))
         log = RequestLog(run.dir / "requests.jsonl" if run.enabled else None)
-        totals = serve(generator, config, name, log, on_ready=_announce)
+        totals = serve(generator, config, name, log, on_ready=_announce, chat_template=template)
         run.final_metrics.update(totals)
         n = totals["requests"]
         run.set_summary(

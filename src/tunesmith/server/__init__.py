@@ -1,54 +1,52 @@
-"""An OpenAI-compatible completion server for any model or run.
+"""An OpenAI-compatible server for any model or run, on FastAPI + uvicorn.
 
     serve("runs/3", ServerConfig(port=8000))        # until Ctrl-C
 
-protocol.py parses requests and shapes answers, batcher.py runs the model on one thread and
-batches what waits, completions.py joins the two, server.py is the HTTP side.
+engine.py decodes a continuous batch on the model, batcher.py runs it on one worker thread,
+completions.py and chat.py turn requests into sequences and events into OpenAI's answers,
+schemas.py and protocol.py are the wire format, app.py the routes, server.py uvicorn.
+
+Names other than ServerConfig are imported on first use, so that the CLI, which builds the
+serve flags from ServerConfig, starts without loading torch and the web stack.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from typing import TYPE_CHECKING
 
-from tunesmith.generate import TextGenerator
-from tunesmith.runs.references import resolve_reference
-from tunesmith.server.protocol import APIError, CompletionRequest, parse_completion_request
-from tunesmith.server.requestlog import RequestLog
-from tunesmith.server.server import CompletionServer, ServerConfig
+from tunesmith.server.config import ServerConfig
+
+if TYPE_CHECKING:  # for editors and type checkers: the names __getattr__ serves
+    from tunesmith.server.chat import ChatTemplate
+    from tunesmith.server.protocol import APIError
+    from tunesmith.server.requestlog import RequestLog
+    from tunesmith.server.schemas import ChatCompletionRequest, CompletionRequest
+    from tunesmith.server.server import CompletionServer, serve
+
+_EXPORTS = {
+    "APIError": "tunesmith.server.protocol",
+    "ChatCompletionRequest": "tunesmith.server.schemas",
+    "ChatTemplate": "tunesmith.server.chat",
+    "CompletionRequest": "tunesmith.server.schemas",
+    "CompletionServer": "tunesmith.server.server",
+    "RequestLog": "tunesmith.server.requestlog",
+    "serve": "tunesmith.server.server",
+}
 
 __all__ = [
     "APIError",
+    "ChatCompletionRequest",
+    "ChatTemplate",
     "CompletionRequest",
     "CompletionServer",
     "RequestLog",
     "ServerConfig",
-    "parse_completion_request",
     "serve",
 ]
 
 
-def serve(
-    model: str | TextGenerator,
-    config: ServerConfig | None = None,
-    model_name: str | None = None,
-    log: RequestLog | None = None,
-    on_ready: Callable[[CompletionServer], None] | None = None,
-) -> dict[str, int]:
-    """Serve `model` (a hub id, folder, run path or loaded generator) until Ctrl-C or SIGTERM
-    (a KeyboardInterrupt in the main thread), then shut down cleanly and return the totals
-    of the request log. A Ctrl-C is the normal way to stop a server, so it is not re-raised."""
-    generator = model
-    if not isinstance(model, TextGenerator):
-        generator = TextGenerator.load(str(resolve_reference(model)))  # runs/N: its model
-        generator.source = str(model)  # clients see the name they were given
-    server = CompletionServer(generator, config, model_name, log)
-    server.start()
-    try:
-        if on_ready is not None:
-            on_ready(server)
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
-    return server.log.totals()
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'tunesmith.server' has no attribute {name!r}")

@@ -1,21 +1,26 @@
-"""One model worker thread that decodes whatever is waiting together.
+"""One model worker thread running a continuous batch (engine.py) for every request.
 
-HTTP threads submit a `Job` (all the sequences of one request) and read its events; the worker
-takes every sequence waiting at that moment (up to `max_batch_size`) and decodes them as one
-batch with `TextGenerator.stream_batch`, handing each piece of text to its job. Sequences are
-seeded one by one, so how requests happen to be batched never changes what they produce.
+HTTP handlers (on the event loop) submit a `Job` (all the sequences of one request) and await
+its events. Between two decode steps the worker admits whatever is waiting (up to
+`max_batch_size` sequences in the batch): a request that arrives while others decode joins at
+the next step instead of waiting for the batch to finish. With `continuous=False` the worker
+admits only into an empty batch (static batching, kept for the benchmark's comparison).
+Sequences are seeded one by one, so how requests happen to be batched never changes what
+they produce.
 """
 
 from __future__ import annotations
 
-import queue
+import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
-from tunesmith.generate import Request, Sample, TextGenerator
+from tunesmith.server.engine import DecodeBatch, Produced, SequenceSpec, TokenLogprob
+from tunesmith.server.text import TextTracker
+from tunesmith.tokenizer import GPT2Tokenizer
 
 
 class JobTimeout(Exception):
@@ -30,81 +35,113 @@ class JobFailed(Exception):
         self.shutting_down = shutting_down
 
 
+class ClientGone(Exception):
+    """The job was cancelled because nobody waits for it any more."""
+
+
 def _shutting_down() -> JobFailed:
     return JobFailed("the server is shutting down", shutting_down=True)
+
+
+@dataclass
+class SequenceRequest:
+    """One sequence of a job: what the model decodes and how its text is cut."""
+
+    spec: SequenceSpec
+    stops: tuple[str, ...] = ()
+    include_stop: bool = False
+
+
+@dataclass
+class Event:
+    """What one choice of a job produced since its last event."""
+
+    choice: int
+    text: str  # new text that can no longer change
+    new_tokens: int = 0  # tokens generated since the last event (the end-of-text one too)
+    tokens: list[TokenLogprob] = field(default_factory=list)  # with logprobs when asked
+    prompt_logprobs: list[TokenLogprob] | None = None  # with the first event, when asked
+    finish_reason: str | None = None  # "eos", "stop" or "length" on the last event
 
 
 class Job:
     """The sequences of one HTTP request and the events they produce, in order."""
 
-    def __init__(self, requests: list[Request], deadline: float):
-        self.requests = requests
+    def __init__(self, sequences: list[SequenceRequest], deadline: float):
+        self.sequences = sequences
         self.deadline = deadline  # time.monotonic()
         self.cancelled = threading.Event()
-        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._loop = asyncio.get_running_loop()
+        self._events: asyncio.Queue = asyncio.Queue()
 
     def cancel(self) -> None:
         """Stop decoding this job's sequences (the client left or the deadline passed)."""
-        self.cancelled.set()
+        if not self.cancelled.is_set():
+            self.cancelled.set()
+            self._put(ClientGone("the request was cancelled"))
 
     @property
     def done(self) -> bool:
         return self.cancelled.is_set() or time.monotonic() >= self.deadline
 
-    def events(
-        self, still_wanted: Callable[[], bool] | None = None
-    ) -> Iterator[tuple[int, str, Sample | None]]:
-        """(choice, new text, None) as text arrives, (choice, last text, Sample) as each
-        choice ends. Raises JobTimeout at the deadline and JobFailed if decoding failed;
-        while waiting, asks still_wanted() every half second and cancels when it says no
-        (raising ConnectionResetError: the client went away)."""
-        remaining = len(self.requests)
+    async def events(self) -> AsyncIterator[Event]:
+        """Events as text arrives, the last of each choice with its finish_reason. Raises
+        JobTimeout at the deadline, JobFailed if decoding failed, ClientGone if cancelled."""
+        remaining = len(self.sequences)
         while remaining:
-            left = self.deadline - time.monotonic()
             try:
-                event = self._events.get(timeout=max(0.0, min(left, 0.5) if still_wanted else left))
-            except queue.Empty:
-                if time.monotonic() < self.deadline:
-                    if still_wanted is not None and not still_wanted():
-                        self.cancel()
-                        raise ConnectionResetError("the client went away") from None
-                    continue
+                left = max(0.0, self.deadline - time.monotonic())
+                event = await asyncio.wait_for(self._events.get(), left)
+            except asyncio.TimeoutError:
                 self.cancel()
                 raise JobTimeout("the request timed out") from None
             if isinstance(event, BaseException):
-                self.cancel()
+                self.cancelled.set()
                 raise event
-            remaining -= event[2] is not None
+            remaining -= event.finish_reason is not None
             yield event
 
-    def _put(self, event) -> None:
-        self._events.put(event)
+    def _put(self, event: Event | BaseException) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._events.put_nowait, event)
+        except RuntimeError:
+            pass  # the event loop has closed: nobody is listening
 
 
-@dataclass
+@dataclass(eq=False)
 class _Item:
     job: Job
     choice: int
+    text: TextTracker | None = None
 
 
 class Batcher:
-    """Decodes submitted jobs on one worker thread, batching what waits together.
+    """Decodes submitted jobs on one worker thread, as one continuous batch.
 
     `batch_wait` is how long an idle worker lingers after an arrival for others that come
     with it (requests sent together rarely land in the same millisecond)."""
 
-    def __init__(self, generator: TextGenerator, max_batch_size: int = 16, batch_wait=0.01):
+    def __init__(
+        self,
+        generator,
+        max_batch_size: int = 16,
+        batch_wait: float = 0.01,
+        continuous: bool = True,
+    ):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.generator = generator
+        self.tokenizer: GPT2Tokenizer = generator.tokenizer
         self.max_batch_size = max_batch_size
         self.batch_wait = batch_wait
-        self.batches = 0  # decoded so far, with their sizes: for tests and the benchmark
+        self.continuous = continuous
+        self.steps = 0  # decode steps so far, and the most sequences one decoded together
         self.largest_batch = 0
         self._waiting: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._closing = False
-        self._decoding: list[_Item] = []  # the batch on the model now
+        self._batch: DecodeBatch | None = None
+        self._running: dict[int, _Item] = {}  # id(item) -> item, for the sequences in the batch
         self._thread = threading.Thread(target=self._work, name="tunesmith-model", daemon=True)
 
     def start(self) -> Batcher:
@@ -117,12 +154,18 @@ class Batcher:
         with self._cond:
             return sum(not item.job.done for item in self._waiting)
 
-    def submit(self, requests: list[Request], timeout: float) -> Job:
-        job = Job(requests, time.monotonic() + timeout)
+    @property
+    def batch_size(self) -> int:
+        """Sequences being decoded now."""
+        return len(self._running)
+
+    def submit(self, sequences: list[SequenceRequest], timeout: float) -> Job:
+        """Queue a job (call from the event loop that will read its events)."""
+        job = Job(sequences, time.monotonic() + timeout)
         with self._cond:
             if self._closing:
                 raise _shutting_down()
-            self._waiting.extend(_Item(job, i) for i in range(len(requests)))
+            self._waiting.extend(_Item(job, i) for i in range(len(sequences)))
             self._cond.notify()
         return job
 
@@ -130,7 +173,7 @@ class Batcher:
         """Stop the worker: the batch being decoded is abandoned, waiting jobs fail."""
         with self._cond:
             self._closing = True
-            dropped = list(self._waiting) + self._decoding
+            dropped = list(self._waiting) + list(self._running.values())
             self._waiting.clear()
             self._cond.notify()
         for item in dropped:
@@ -139,65 +182,101 @@ class Batcher:
             self._thread.join(timeout)
 
     def _work(self) -> None:
+        model = self.generator.model
+        self._batch = DecodeBatch(model, self.tokenizer.eos_id)
         while True:
-            batch = self._take_batch()
-            if batch is None:
+            newcomers = self._take()
+            if newcomers is None:
                 return
-            self._decode(batch)
+            self.largest_batch = max(self.largest_batch, len(self._running))
+            try:
+                if newcomers:
+                    specs = [(id(i), i.job.sequences[i.choice].spec) for i in newcomers]
+                    self._dispatch(self._batch.admit(specs), newcomers)
+                self._drop_abandoned()
+                if len(self._batch):
+                    self.steps += 1
+                    self._dispatch(self._batch.step(), [])
+            except Exception as e:  # keep serving: the batch's jobs get the error instead
+                self._fail(JobFailed(f"generation failed: {type(e).__name__}: {e}"))
 
-    def _take_batch(self) -> list[_Item] | None:
+    def _take(self) -> list[_Item] | None:
+        """Newcomers to admit before the next step ([] for none); None when closing."""
         with self._cond:
-            while not self._closing and not self._live_waiting():
+            while not self._closing and not self._running and not self._live_waiting():
                 self._cond.wait()
             if self._closing:
                 return None
-            # Linger while arrivals keep coming (clients answered by one batch come back a few
-            # ms apart), batch_wait after the latest one, 5 x batch_wait in all at most.
-            now = time.monotonic()
-            quiet_at, give_up_at = now + self.batch_wait, now + 5 * self.batch_wait
-            while len(self._waiting) < self.max_batch_size and not self._closing:
-                left = min(quiet_at, give_up_at) - time.monotonic()
-                if left <= 0:
-                    break
-                before = len(self._waiting)
-                self._cond.wait(left)
-                if len(self._waiting) > before:
-                    quiet_at = time.monotonic() + self.batch_wait
-            batch = []
-            while self._waiting and len(batch) < self.max_batch_size:
+            if self._running and not self.continuous:
+                return []
+            if not self._running:
+                self._linger()
+            taken = []
+            while self._waiting and len(self._running) + len(taken) < self.max_batch_size:
                 item = self._waiting.popleft()
                 if not item.job.done:  # cancelled or past its deadline: its reader is gone
-                    batch.append(item)
-            self._decoding = batch
-            return batch
+                    taken.append(item)
+            for item in taken:
+                self._running[id(item)] = item
+            return taken
+
+    def _linger(self) -> None:
+        # Clients answered by one batch come back a few ms apart: wait batch_wait after the
+        # latest arrival, 5 x batch_wait in all at most, so that they are prefilled together.
+        now = time.monotonic()
+        quiet_at, give_up_at = now + self.batch_wait, now + 5 * self.batch_wait
+        while len(self._waiting) < self.max_batch_size and not self._closing:
+            left = min(quiet_at, give_up_at) - time.monotonic()
+            if left <= 0:
+                return
+            before = len(self._waiting)
+            self._cond.wait(left)
+            if len(self._waiting) > before:
+                quiet_at = time.monotonic() + self.batch_wait
 
     def _live_waiting(self) -> bool:
         while self._waiting and self._waiting[0].job.done:
             self._waiting.popleft()
         return bool(self._waiting)
 
-    def _decode(self, batch: list[_Item]) -> None:
-        if not batch:
-            return
-        self.batches += 1
-        self.largest_batch = max(self.largest_batch, len(batch))
-        stream = self.generator.stream_batch([it.job.requests[it.choice] for it in batch])
-        finished = [False] * len(batch)
-        try:
-            for i, text, sample in stream:
-                item = batch[i]
-                item.job._put((item.choice, text, sample))
-                finished[i] = sample is not None
-                if self._closing or all(
-                    it.job.done for it, f in zip(batch, finished, strict=True) if not f
-                ):
-                    break  # nobody is waiting for the rest of this batch
-        except Exception as e:  # keep serving: the batch's jobs get the error instead
-            error = JobFailed(f"generation failed: {type(e).__name__}: {e}")
-            for item, f in zip(batch, finished, strict=True):
-                if not f:
-                    item.job._put(error)
-        finally:
-            stream.close()
-            with self._cond:
-                self._decoding = []
+    def _dispatch(self, produced: list[Produced], newcomers: list[_Item]) -> None:
+        """Turn the engine's tokens into each job's text events; stop strings end sequences."""
+        for item in newcomers:
+            request = item.job.sequences[item.choice]
+            skip_eos = not request.spec.sampling.ignore_eos
+            item.text = TextTracker(self.tokenizer, request.stops, request.include_stop, skip_eos)
+        stopped = []
+        for p in produced:
+            item = self._running[p.key]
+            assert item.text is not None
+            finish = p.finish_reason
+            if p.token is not None and item.text.add(p.token) and finish is None:
+                finish = "stop"
+                stopped.append(p.key)
+            tokens = [p.logprob] if p.logprob is not None else []
+            text = item.text.take_new_text(final=finish is not None)
+            new = int(p.token is not None)
+            item.job._put(Event(item.choice, text, new, tokens, p.prompt_logprobs, finish))
+            if finish is not None:
+                self._leave(p.key)
+        if stopped:
+            self._batch.drop(stopped)
+
+    def _drop_abandoned(self) -> None:
+        gone = [key for key, item in self._running.items() if item.job.done]
+        if gone:
+            self._batch.drop(gone)
+            for key in gone:
+                self._leave(key)
+
+    def _leave(self, key: int) -> None:
+        with self._cond:
+            self._running.pop(key, None)
+
+    def _fail(self, error: JobFailed) -> None:
+        with self._cond:
+            failed = list(self._running.values())
+            self._running.clear()
+        for item in failed:
+            item.job._put(error)
+        self._batch = DecodeBatch(self.generator.model, self.tokenizer.eos_id)

@@ -1,62 +1,43 @@
-"""The HTTP side: routes, the API key, body limits, server-sent events, the request log.
+"""The server process side: uvicorn serving the FastAPI app (app.py) from a thread, with the
+model worker (batcher.py) beside it, and the connection-level guards uvicorn lacks:
 
-A threaded stdlib HTTP server: each connection has its own thread, so `/health` and
-`/v1/models` answer at once while completions wait for the single model worker (batcher.py).
+- a cap on open connections (one more is answered 503 and closed at once);
+- a header timeout (a client that trickles its headers is cut off after `header_timeout`);
+- a request with more than one Content-Length header is refused (h11 merges equal ones);
+- every protocol error is a JSON body, like every other error.
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import json
-import select
+import re
 import socket
 import threading
 import time
-import traceback
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import urlsplit
+from collections.abc import Callable
 
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from tunesmith.checkpoint import resolve_model_dir
 from tunesmith.errors import UsageError
 from tunesmith.generate import TextGenerator
-from tunesmith.server import protocol
+from tunesmith.runs.references import resolve_reference
+from tunesmith.server.app import create_app
 from tunesmith.server.batcher import Batcher
+from tunesmith.server.chat import ChatTemplate
 from tunesmith.server.completions import CompletionService
-from tunesmith.server.protocol import APIError
+from tunesmith.server.config import ServerConfig
+from tunesmith.server.metrics import ServerMetrics
+from tunesmith.server.protocol import error_body
 from tunesmith.server.requestlog import RequestLog
 
-ROUTES = {"/health": "GET", "/v1/models": "GET", "/v1/completions": "POST"}
-
-
-@dataclass
-class ServerConfig:
-    """Where to listen and the limits each request is held to."""
-
-    host: str = "127.0.0.1"
-    port: int = 8000  # 0 picks a free port
-    api_key: str | None = None  # when set, every request needs `Authorization: Bearer KEY`
-    max_batch_size: int = 16  # sequences decoded together
-    batch_wait: float = 0.01  # seconds an idle model waits for requests sent together
-    timeout: float = 120.0  # seconds per request, from arrival to its last token
-    max_body_bytes: int = 1 << 20
-    max_n: int = 16
-    max_choices: int = 64  # prompts x n in one request
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise UsageError(f"port must be between 0 and 65535, got {self.port}")
-        if self.api_key is not None and not self.api_key.strip():
-            raise UsageError("the API key cannot be empty")
-        for name in ("max_batch_size", "max_body_bytes", "max_n", "max_choices"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name.replace('_', '-')} must be at least 1")
-        if self.timeout <= 0 or self.batch_wait < 0:
-            raise UsageError("the timeout must be > 0 and the batch wait >= 0")
+MAX_HEAD_BYTES = 64 * 1024  # request line and headers
 
 
 class CompletionServer:
-    """An OpenAI-compatible completion server for one loaded model.
+    """An OpenAI-compatible server for one loaded model.
 
     with CompletionServer(generator, ServerConfig(port=0)) as server:  # serves in a thread
         client = openai.OpenAI(base_url=server.url, api_key="-")
@@ -68,36 +49,65 @@ class CompletionServer:
         config: ServerConfig | None = None,
         model_name: str | None = None,
         log: RequestLog | None = None,
+        chat_template: ChatTemplate | None = None,
     ):
         self.config = config or ServerConfig()
+        self.generator = generator
         self.model_name = model_name or generator.source or "model"
         self.log = log if log is not None else RequestLog()
+        self.chat_template = chat_template or ChatTemplate()
         self.created = int(time.time())
-        self.batcher = Batcher(generator, self.config.max_batch_size, self.config.batch_wait)
+        c = self.config
+        self.batcher = Batcher(generator, c.max_batch_size, c.batch_wait, c.continuous)
         self.service = CompletionService(
-            generator, self.batcher, self.model_name, self.config.timeout
+            generator, self.batcher, self.model_name, c.timeout, c.max_n, c.max_choices
         )
-        self._active = 0  # requests being answered, so that close() can let them finish
-        self._idle = threading.Condition()
-        self._httpd: _HTTPServer | None = None
+        self.metrics = ServerMetrics(lambda: self.batcher.waiting, lambda: self.batcher.batch_size)
+        self.service.on_first_token = self.metrics.ttft.observe
+        self._socket: socket.socket | None = None
+        self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> CompletionServer:
         """Bind the port and start the model worker; then call serve_forever()."""
+        host, port = self.config.host, self.config.port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            self._httpd = _HTTPServer(self.config.host, self.config.port, self)
+            sock.bind((host, port))
         except OSError as e:
+            sock.close()
             raise UsageError(
-                f"cannot listen on {self.config.host}:{self.config.port}: {e.strerror or e}; "
+                f"cannot listen on {host}:{port}: {e.strerror or e}; "
                 f"pick another --port (0 picks a free one)"
             ) from None
+        sock.listen(128)
+        self._socket = sock
+        self._uvicorn = uvicorn.Server(self._uvicorn_config())
         self.batcher.start()
         return self
 
+    def _uvicorn_config(self) -> uvicorn.Config:
+        config = uvicorn.Config(
+            create_app(self),
+            http=_guarded_protocol(self.config),
+            lifespan="off",
+            ws="none",
+            access_log=False,  # RequestLog writes one safe line per request instead
+            log_config=None,
+            log_level="warning",
+            timeout_keep_alive=max(1, round(self.config.keep_alive)),
+            timeout_graceful_shutdown=2,
+            server_header=False,
+            date_header=False,
+        )
+        return config
+
     @property
     def port(self) -> int:
-        assert self._httpd is not None, "start() the server first"
-        return self._httpd.server_address[1]
+        assert self._socket is not None, "start() the server first"
+        return self._socket.getsockname()[1]
 
     @property
     def url(self) -> str:
@@ -107,254 +117,172 @@ class CompletionServer:
         return f"http://{host}:{self.port}/v1"
 
     def serve_forever(self) -> None:
-        assert self._httpd is not None, "start() the server first"
-        self._httpd.serve_forever(poll_interval=0.2)
+        """Serve until stop() (from another thread) or a KeyboardInterrupt in this one."""
+        assert self._uvicorn is not None and self._socket is not None, "start() the server first"
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                self._uvicorn.run(sockets=[self._socket])
+            finally:
+                done.set()
+
+        # Wait on an Event, not on Thread.join: a Ctrl-C that interrupts join() leaves the
+        # thread marked as stopped while it still runs (CPython gh-90882).
+        threading.Thread(target=run, name="tunesmith-http").start()
+        try:
+            while not done.wait(0.2):  # short waits: a Ctrl-C reaches this thread at once
+                pass
+        except BaseException:
+            self.batcher.close()  # requests in flight are answered 503 before uvicorn stops
+            raise
+        finally:
+            self._uvicorn.should_exit = True
+            done.wait()
 
     def stop(self) -> None:
         """Make serve_forever() return (call it from another thread)."""
-        assert self._httpd is not None, "start() the server first"
-        self._httpd.shutdown()
+        assert self._uvicorn is not None, "start() the server first"
+        self._uvicorn.should_exit = True
 
-    def close(self, drain: float = 2.0) -> None:
-        """Stop accepting, fail the work in flight (503), give its answers `drain` seconds."""
-        if self._thread is not None:  # serve_forever runs in our thread: stop it there
-            self.stop()
-            self._thread.join()
+    def close(self) -> None:
+        """Stop serving; work in flight fails with 503 (the model worker stops first)."""
         self.batcher.close()
-        with self._idle:
-            self._idle.wait_for(lambda: self._active == 0, timeout=drain)
-        if self._httpd is not None:
-            self._httpd.server_close()
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._socket is not None:
+            self._socket.close()
         self.log.close()
 
     def __enter__(self) -> CompletionServer:
         self.start()
-        self._thread = threading.Thread(target=self.serve_forever, name="tunesmith-http")
+        self._thread = threading.Thread(target=self.serve_forever, name="tunesmith-serve")
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _busy(self, delta: int) -> None:
-        with self._idle:
-            self._active += delta
-            self._idle.notify_all()
+
+def serve(
+    model: str | TextGenerator,
+    config: ServerConfig | None = None,
+    model_name: str | None = None,
+    log: RequestLog | None = None,
+    on_ready: Callable[[CompletionServer], None] | None = None,
+    chat_template: ChatTemplate | None = None,
+) -> dict[str, int]:
+    """Serve `model` (a hub id, folder, run path or loaded generator) until Ctrl-C or SIGTERM
+    (a KeyboardInterrupt in the main thread), then shut down cleanly and return the totals
+    of the request log. A Ctrl-C is the normal way to stop a server, so it is not re-raised.
+    The chat template comes from the model's folder unless one is given."""
+    if isinstance(model, TextGenerator):
+        generator = model
+    else:
+        path = str(resolve_reference(model))  # runs/N: the run's model
+        generator = TextGenerator.load(path)
+        generator.source = str(model)  # clients see the name they were given
+        chat_template = chat_template or ChatTemplate.from_folder(resolve_model_dir(path))
+    server = CompletionServer(generator, config, model_name, log, chat_template)
+    server.start()
+    try:
+        if on_ready is not None:
+            on_ready(server)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return server.log.totals()
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True  # idle keep-alive connections must not hold up the exit
-    request_queue_size = 128
-
-    def __init__(self, host: str, port: int, app: CompletionServer):
-        if ":" in host:
-            self.address_family = socket.AF_INET6
-        self.app = app
-        super().__init__((host, port), _Handler)
+# h11 accepts bare LF line ends as well as CRLF.
+_CONTENT_LENGTH = re.compile(rb"\ncontent-length[ \t]*:", re.IGNORECASE)
+_END_OF_HEAD = re.compile(rb"\n\r?\n")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "tunesmith"
-    timeout = 60  # seconds a connection may sit idle or trickle a request
-    server: _HTTPServer
+def _guarded_protocol(config: ServerConfig) -> type[H11Protocol]:
+    class Guarded(_GuardedProtocol):
+        max_connections = config.max_connections
+        header_timeout = config.header_timeout
 
-    def do_GET(self) -> None:
-        self._dispatch("GET")
+    return Guarded
 
-    def do_POST(self) -> None:
-        self._dispatch("POST")
 
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
+class _GuardedProtocol(H11Protocol):
+    """uvicorn's h11 protocol with the guards listed in the module docstring."""
 
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
+    max_connections = 256
+    header_timeout = 10.0
 
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # RequestLog prints one line per request instead
-
-    def _dispatch(self, method: str) -> None:
-        app = self.server.app
-        app._busy(+1)
-        started = time.monotonic()
-        path = urlsplit(self.path).path.rstrip("/") or "/"
-        self._entry: dict[str, Any] = {"time": round(time.time(), 3), "method": method}
-        self._entry["path"] = path
-        self._body_read = method in ("GET", "DELETE") and not self.headers.get("Content-Length")
-        self._streaming = False
-        try:
-            try:
-                self._check_key(app.config.api_key)
-                self._route(app, method, path)
-            except APIError as e:
-                self._entry.update(status=e.status, error=e.message)
-                self._send_json(e.status, e.body(), _allow(path) if e.status == 405 else None)
-            except (ConnectionError, TimeoutError):
-                raise
-            except Exception as e:  # a bug: say so, and keep serving
-                traceback.print_exc()
-                if self._streaming:  # the status line is gone: end the stream abruptly
-                    self._entry.update(status=500, error=f"{type(e).__name__}: {e}")
-                    self.close_connection = True
-                    return
-                error = APIError(
-                    500, f"internal error: {type(e).__name__}: {e}", type="server_error"
-                )
-                self._entry.update(status=500, error=error.message)
-                self._send_json(500, error.body())
-        except (ConnectionError, TimeoutError):
-            self._entry.setdefault("status", 499)  # the client went away, or stalled
-            self.close_connection = True
-        finally:
-            if not self._body_read:
-                self.close_connection = True  # unread bytes would be taken for the next request
-                self._discard_body(4 * app.config.max_body_bytes)
-            app._busy(-1)
-            if path != "/health":
-                self._entry["latency_s"] = round(time.monotonic() - started, 4)
-                self._entry.setdefault("status", 200)
-                app.log.record(self._entry)
-
-    def _route(self, app: CompletionServer, method: str, path: str) -> None:
-        allowed = ROUTES.get(path) or ("GET" if path.startswith("/v1/models/") else None)
-        if allowed is None:
-            raise APIError(404, f"no route for {method} {path}", code="not_found")
-        if method != allowed:
-            raise APIError(405, f"{path} takes {allowed}, not {method}", code="method_not_allowed")
-        if path == "/health":
-            self._send_json(200, {"status": "ok"})
-        elif path == "/v1/models":
-            card = protocol.model_card(app.model_name, app.created)
-            self._send_json(200, {"object": "list", "data": [card]})
-        elif path.startswith("/v1/models/"):
-            name = path.removeprefix("/v1/models/")
-            if name != app.model_name:
-                raise APIError(
-                    404, f"The model `{name}` does not exist", "model", "model_not_found"
-                )
-            self._send_json(200, protocol.model_card(app.model_name, app.created))
-        else:
-            self._complete(app)
-
-    def _check_key(self, key: str | None) -> None:
-        if key is None:
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head = b""
+        self._reading_head = True
+        self._refused = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        if len(self.connections) > self.max_connections:
+            self._refuse(503, "the server has too many open connections; try again shortly")
             return
-        given = self.headers.get("Authorization", "")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), key.encode()
-        ):
-            raise APIError(
-                401,
-                "Incorrect or missing API key: send the header `Authorization: Bearer KEY` "
-                "with the key the server was started with",
-                code="invalid_api_key",
+        self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        if self._reading_head and not self.transport.is_closing():
+            self._refuse(
+                408, f"the request headers did not arrive within {self.header_timeout:g} s"
             )
 
-    def _read_body(self, limit: int) -> bytes:
-        if self.headers.get("Transfer-Encoding"):
-            raise APIError(411, "send the body with a Content-Length, not chunked")
-        length = self.headers.get("Content-Length")
-        if length is None:
-            raise APIError(411, "the request needs a Content-Length header")
-        try:
-            size = int(length)
-        except ValueError:
-            raise APIError(400, f"bad Content-Length: {length!r}") from None
-        if size < 0:
-            raise APIError(400, f"bad Content-Length: {length!r}")
-        if size > limit:
-            raise APIError(413, f"the request body is {size} bytes; the limit is {limit} bytes")
-        body = self.rfile.read(size)
-        if len(body) < size:
-            raise ConnectionResetError("the client sent less than its Content-Length")
-        self._body_read = True
-        return body
+    def connection_lost(self, exc) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        super().connection_lost(exc)
 
-    def _client_connected(self) -> bool:
-        """False once the client has closed its end (it gave up waiting)."""
-        try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            return not readable or self.connection.recv(1, socket.MSG_PEEK) != b""
-        except OSError:
-            return False
-
-    def _discard_body(self, cap: int) -> None:
-        """Read a refused body (up to cap bytes) before the connection closes: closing a
-        socket with unread data resets it, and the client could lose our answer."""
-        try:
-            left = min(int(self.headers.get("Content-Length") or 0), cap)
-            self.connection.settimeout(1.0)
-            while left > 0:
-                data = self.rfile.read1(min(left, 1 << 16))
-                if not data:
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # answered and closing: the rest of what the client sends is not read
+        if self._reading_head:
+            self._head = (self._head + data)[:MAX_HEAD_BYTES]  # h11 refuses longer heads
+            end = _END_OF_HEAD.search(self._head)
+            if end is not None:
+                head, self._head = self._head[: end.start() + 1], b""
+                self._reading_head = False
+                if self._head_timer is not None:
+                    self._head_timer.cancel()
+                if len(_CONTENT_LENGTH.findall(head)) > 1:
+                    self._refuse(400, "the request has more than one Content-Length header")
                     return
-                left -= len(data)
-        except (OSError, ValueError):
-            pass
+        super().data_received(data)
 
-    def _complete(self, app: CompletionServer) -> None:
-        body = self._read_body(app.config.max_body_bytes)
-        req = protocol.parse_completion_request(body, app.config.max_n, app.config.max_choices)
-        completion = app.service.prepare(req)
-        self._entry.update(
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=0,
-            choices=len(completion.sequences),
-            stream=req.stream,
-        )
-        try:
-            if req.stream:
-                self._stream(app, completion)
-            else:
-                self._send_json(200, app.service.complete(completion, self._client_connected))
-        finally:
-            self._entry["completion_tokens"] = completion.completion_tokens
+    def on_response_complete(self) -> None:
+        self._reading_head = True  # the next request on this connection has its own limit
+        self._head = b""
+        if not self.transport.is_closing():
+            self._arm_head_timer()
+        super().on_response_complete()
 
-    def _stream(self, app: CompletionServer, completion) -> None:
-        job = app.service.submit(completion)  # errors before the first byte are plain JSON
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        self._streaming = True
-        chunks = app.service.stream(completion, job)
-        try:
-            for chunk in chunks:
-                self._send_event(chunk)
-        except APIError as e:  # mid-stream: the status line is gone, so say it in an event
-            self._entry.update(status=e.status, error=e.message)
-            self._send_event(e.body())
-        finally:
-            chunks.close()  # a client that left frees its rows in the batch
-        self._send_chunk(b"data: [DONE]\n\n")
-        self._send_chunk(b"")
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(400, f"invalid HTTP request: {msg}")
 
-    def _send_event(self, data: dict) -> None:
-        self._send_chunk(b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n")
-
-    def _send_chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-
-    def _send_json(self, status: int, body: dict, headers: dict | None = None) -> None:
-        data = json.dumps(body, ensure_ascii=False).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if status == 401:
-            self.send_header("WWW-Authenticate", "Bearer")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if not self._body_read:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
-
-
-def _allow(path: str) -> dict[str, str]:
-    return {"Allow": ROUTES.get(path, "GET")}
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer with a JSON error and close, whatever state the connection is in."""
+        body = json.dumps(error_body(message)).encode()
+        reason = {400: "Bad Request", 408: "Request Timeout", 503: "Service Unavailable"}
+        head = (
+            f"HTTP/1.1 {status} {reason.get(status, 'Error')}\r\ncontent-type: application/json"
+            f"\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        ).encode()
+        cycle = self.cycle
+        self._refused = True
+        if cycle is None or cycle.response_complete or not cycle.response_started:
+            self.transport.write(head + body)
+        # Closing with the client's bytes unread would reset the connection, and the client
+        # could lose the answer: end our side, read and drop theirs for a moment, then close.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(1.0, self.transport.close)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tunesmith.generate import GenerationConfig, TextGenerator
-from tunesmith.runs import Workspace, is_run_reference
+from tunesmith.runs import Workspace, is_run_reference, resolve_reference
 
 MAX_SAMPLES = 8
 
@@ -32,7 +32,7 @@ class Playground:
         if is_run_reference(source):
             workspace = Workspace(self._workspace_root)
             try:
-                path = str(workspace.resolve(source))
+                path = str(resolve_reference(source, workspace))
             finally:
                 workspace.close()
         self._generator = TextGenerator.load(path)
