@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from tunesmith.tokenizer import GPT2Tokenizer
+from tunesmith.tokenizer import GPT2_CONTEXT, GPT2Tokenizer, shipped_tokenizer_for
 
 if TYPE_CHECKING:
     from tunesmith.data.prepare import DataResult
@@ -53,6 +53,9 @@ def load_tokenizer(name: str) -> tuple[GPT2Tokenizer, int | None]:
 
     Raises ModelNotFoundError / CheckpointError when it cannot be had (e.g. offline, no cache).
     """
+    shipped = shipped_tokenizer_for(name)
+    if shipped is not None:  # gpt2 and its family: the files inside tunesmith, no network
+        return shipped, GPT2_CONTEXT
     folder = Path(name).expanduser()
     if not folder.is_dir():
         from tunesmith.checkpoint import resolve_model_dir
