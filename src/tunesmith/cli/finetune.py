@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from tunesmith.cli._common import add_run_options, run_for
+from tunesmith.model_sizes import FROM_SCRATCH_HELP, SIZES
 
 # Options that map one-to-one onto FinetuneConfig fields (dest = field name).
 _UNSET = argparse.SUPPRESS
@@ -29,10 +30,15 @@ def register(subparsers) -> None:
         "blocks: concatenate and cut --block-size chunks",
     )
     p.add_argument("--block-size", type=int, help="max tokens per sequence (model's context)")
+    p.add_argument("--from-scratch", choices=SIZES, metavar="SIZE", help=FROM_SCRATCH_HELP)
     g = p.add_argument_group("optimization")
-    g.add_argument("--lr", type=float, help="peak learning rate (1e-4 full, 1e-3 LoRA)")
+    g.add_argument(
+        "--lr", type=float, help="peak learning rate (1e-4 full, 1e-3 LoRA, per size from scratch)"
+    )
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay (0)")
-    g.add_argument("--warmup", type=int, help="linear warm-up steps (0)")
+    g.add_argument(
+        "--warmup", type=int, help="linear warm-up steps (0; from scratch 5%% of steps, <= 100)"
+    )
     g.add_argument("--schedule", choices=("linear", "cosine", "constant"), help="(linear)")
     g.add_argument(
         "--batch-size",

@@ -14,6 +14,7 @@ import torch
 
 from tunesmith.checkpoint import load_checkpoint, save_checkpoint
 from tunesmith.errors import CheckpointError, DataError, RunError, UsageError
+from tunesmith.model_sizes import random_model
 from tunesmith.train import checkpoints as ckpt
 from tunesmith.train import distributed, lora
 from tunesmith.train.batching import (
@@ -101,12 +102,15 @@ def _finetune(config, run, info, device, train_texts, val_texts) -> FinetuneResu
     if config.resume:
         resume_dir = _run_folder(use(config.resume, allow_unfinished=True), config.resume)
         config = _resumed_config(config, resume_dir)
-    model_source = use(config.model)
+    model_source = None if config.from_scratch else use(config.model)
     if device.type == "cpu":
         torch.set_num_threads(config.num_threads or max(1, physical_cores() // info.world))
     torch.manual_seed(config.seed)
 
-    model, tokenizer, _ = load_checkpoint(model_source, device="cpu")
+    if config.from_scratch:  # GPT-2's own random init, seeded above; the shipped tokenizer
+        model, tokenizer = random_model(config.from_scratch)
+    else:
+        model, tokenizer, _ = load_checkpoint(model_source, device="cpu")
     n_ctx = model.config.n_positions
     block_size = config.block_size or n_ctx
     if block_size > n_ctx:
@@ -231,7 +235,7 @@ def _finish(run, config, model, tokenizer, train_texts, state, val_after) -> Fin
     if values["val_ppl_before"] is not None and values["val_ppl_after"] is not None:
         ppl = f", val ppl {values['val_ppl_before']:.1f} -> {values['val_ppl_after']:.1f}"
     kind = "LoRA" if config.lora else "full"
-    run.set_summary(f"{kind} fine-tune of {config.model}: {state.step} steps{ppl}")
+    run.set_summary(f"{kind} fine-tune of {config.model_name}: {state.step} steps{ppl}")
     run.set_main_output(MODEL_DIR)
     return FinetuneResult(
         model_dir, state.step, state.val_before, val_after, report, run.final_metrics
@@ -377,7 +381,7 @@ def _announce(config, model, plan, steps_per_epoch, total_steps, cut, resume_dir
     total = sum(p.numel() for p in model.parameters())
     kind = f"LoRA rank {config.lora_rank}" if config.lora else "full fine-tune"
     print(
-        f"finetune {config.model}: {kind}, {trainable:,} of {total:,} parameters train; "
+        f"finetune {config.model_name}: {kind}, {trainable:,} of {total:,} parameters train; "
         f"{len(plan.sequences):,} {config.packing} ({plan.num_targets():,} tokens), "
         f"{steps_per_epoch} steps/epoch, {total_steps} steps",
         flush=True,

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import UsageError
+from tunesmith.model_sizes import FROM_SCRATCH_HELP, SIZES, scratch_warmup
+from tunesmith.options import option
 
 PACKINGS = ("examples", "blocks")
 SCHEDULES = ("linear", "cosine", "constant")
@@ -31,7 +33,7 @@ class FinetuneConfig:
     block_size: int | None = None  # None: the model's context (n_positions)
     lr: float | None = None  # None: 1e-4 for a full fine-tune, 1e-3 with LoRA
     weight_decay: float = 0.0
-    warmup: int = 0  # steps of linear warm-up
+    warmup: int | None = None  # steps of linear warm-up; None: 0, from scratch 5% (<= 100)
     schedule: str = "linear"
     batch_size: int | None = None  # per device and micro-batch; None: 32 examples or 4 blocks
     grad_accum: int = 1
@@ -64,6 +66,12 @@ class FinetuneConfig:
     gradient_checkpointing: bool = False
     num_threads: int | None = None  # None: the number of physical cores
     progress: bool = True
+    from_scratch: str | None = option(
+        None,
+        FROM_SCRATCH_HELP,
+        choices=tuple(SIZES),
+        metavar="SIZE",
+    )
 
     def __post_init__(self) -> None:
         if not self.data and not self.resume:
@@ -98,7 +106,7 @@ class FinetuneConfig:
             raise UsageError(f"--lr must be positive, not {self.lr}")
         if self.weight_decay < 0:
             raise UsageError(f"--weight-decay must be 0 or more, not {self.weight_decay}")
-        if self.warmup < 0:
+        if self.warmup is not None and self.warmup < 0:
             raise UsageError(f"--warmup must be 0 or more steps, not {self.warmup}")
         if self.max_grad_norm is not None and self.max_grad_norm < 0:
             raise UsageError(f"--max-grad-norm must be 0 or more, not {self.max_grad_norm}")
@@ -115,6 +123,13 @@ class FinetuneConfig:
             raise UsageError(f"--lora-targets needs at least one of {', '.join(LORA_TARGETS)}")
         for target in self.lora_targets:
             _choice("--lora-targets", target, LORA_TARGETS)
+        if self.from_scratch is not None:
+            _choice("--from-scratch", self.from_scratch, tuple(SIZES))
+            if self.lora or self.model != "gpt2":
+                raise UsageError(
+                    "--from-scratch trains every weight of a new model; "
+                    "leave out --lora and --model"
+                )
         for flag, value in (
             ("--samples", self.samples),
             ("--sample-tokens", self.sample_tokens),
@@ -127,7 +142,21 @@ class FinetuneConfig:
     def learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
+        if self.from_scratch is not None:
+            return SIZES[self.from_scratch].lr
         return 1e-3 if self.lora else 1e-4
+
+    @property
+    def model_name(self) -> str:
+        """What training starts from, for messages: --model, or the random model's size."""
+        return f"a random {self.from_scratch} GPT-2" if self.from_scratch else self.model
+
+    def warmup_steps(self, total_steps: int) -> int:
+        """Steps of warm-up: --warmup, else none for a fine-tune (the weights are trained
+        already) and a few for a random model (its first gradients are large and noisy)."""
+        if self.warmup is not None:
+            return self.warmup
+        return scratch_warmup(total_steps) if self.from_scratch is not None else 0
 
     @property
     def batch(self) -> int:
