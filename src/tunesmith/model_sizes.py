@@ -46,7 +46,7 @@ class ModelSize:
 
 
 SIZES: dict[str, ModelSize] = {
-    "tiny": ModelSize(2, 2, 128, lr=2e-3, dropout=0.1, num_parameters=6_960_768),
+    "tiny": ModelSize(2, 2, 128, lr=3e-3, dropout=0.1, num_parameters=6_960_768),
     "mini": ModelSize(4, 4, 256, lr=1e-3, dropout=0.2, num_parameters=16_287_488),
     "small": ModelSize(6, 6, 384, lr=1e-3, dropout=0.2, num_parameters=30_339_456),
     "base": ModelSize(8, 8, 512, lr=6e-4, dropout=0.2, num_parameters=51_475_968),
