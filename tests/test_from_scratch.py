@@ -114,7 +114,8 @@ def test_from_scratch_with_a_model_or_lora_is_refused(workspace, capsys, options
 
 def test_cli_from_scratch_offline(workspace, no_network, capsys):
     (workspace / "jokes.txt").write_text("\n".join(JOKES) + "\n")
-    code = main(["finetune", "--from-scratch", "tiny", "--data", "jokes.txt", "--max-steps", "2"])
+    quick = ["--max-steps", "2", "--report-samples", "2", "--sample-tokens", "8"]
+    code = main(["finetune", "--from-scratch", "tiny", "--data", "jokes.txt", *quick])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "finetune a random tiny GPT-2" in out and "6,960,768 of 6,960,768" in out
