@@ -4,12 +4,19 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
 
-SEED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "onelinefun.csv"
+# The seed's jokes beside the repository (../shared/data, as the README uses them); a checkout
+# elsewhere (a worktree) points TUNESMITH_SEED_CSV at them.
+SEED_CSV = Path(
+    os.environ.get("TUNESMITH_SEED_CSV")
+    or Path(__file__).resolve().parents[2] / "shared" / "data" / "onelinefun.csv"
+)
 TINY_CONFIG = dict(n_layer=2, n_head=4, n_embd=64, n_positions=128)
 
 
@@ -78,6 +85,26 @@ def offline_hub(tmp_path, monkeypatch, tiny_model_dir) -> Path:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    return hf_home
+
+
+def closed_port() -> int:
+    """A local port nothing listens on: connecting to it is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def no_network(tmp_path, monkeypatch) -> Path:
+    """No hub: an empty HF_HOME, not offline, and HF_ENDPOINT on a closed local port (never a
+    real host), so anything that tries the hub fails as it would without a network."""
+    hf_home = tmp_path / "empty_hf_home"
+    hf_home.mkdir()
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    for name in ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(name, raising=False)
     return hf_home
 
 

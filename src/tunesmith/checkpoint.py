@@ -8,13 +8,18 @@ write and we read what it writes.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from tunesmith.errors import CheckpointError, ModelNotFoundError
+from tunesmith.errors import CheckpointError, ModelNotFoundError, TunesmithError
 from tunesmith.files import write_atomically
 from tunesmith.model import GPT2, GPT2Config
 from tunesmith.tokenizer import TOKENIZER_FILES, GPT2Tokenizer
@@ -32,6 +37,17 @@ CONV1D_SUFFIXES = (
 )
 # Buffers some checkpoints carry (the causal mask); not parameters.
 IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+# An unreachable hub costs one short attempt, never huggingface_hub's half minute of retries.
+HUB_REQUEST_TIMEOUT = 3.0  # seconds per connect / read of the one check request
+HUB_CHECK_SECONDS = 4.0  # the whole check, DNS included
+_HUB_ADVICE = (
+    "connect once to download it, set HF_ENDPOINT to a mirror, set HF_HUB_OFFLINE=1 with "
+    "the model in the cache, or pass a local model folder"
+)
+# huggingface_hub's own messages during a download: a recorded run writes the `tunesmith`
+# loggers to its log; without one they go nowhere (not Python's last-resort stderr handler).
+HUB_LOGGER = logging.getLogger("tunesmith.hub")
+HUB_LOGGER.addHandler(logging.NullHandler())
 
 
 def resolve_model_dir(source: str | os.PathLike) -> Path:
@@ -69,54 +85,135 @@ def _download_from_hub(repo_id: str) -> Path:
     """The hub cache folder holding config, weights (one format) and tokenizer of repo_id.
 
     A model already in the cache is used as it is, without the network: that starts fast and
-    works offline. Otherwise the files are downloaded (huggingface_hub shows progress bars).
+    works offline. Otherwise one short request checks that the hub answers, and only then are
+    the files downloaded (huggingface_hub shows progress bars).
     """
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    hub = _hub_settings()
+    try:
+        try:
+            return _fetch_checkpoint(repo_id, hub, local_only=True)
+        except (LocalEntryNotFoundError, CheckpointError):
+            if hub.offline:
+                raise
+        with _hub_messages_off_terminal():
+            _check_hub_answers(repo_id, hub)
+            return _fetch_checkpoint(repo_id, hub, local_only=False)
+    except Exception as e:
+        raise _hub_error(repo_id, hub, e) from None
+
+
+def _hub_error(repo_id: str, hub: _HubSettings, error: Exception) -> Exception:
+    """The one-line error for a failed hub lookup (our own errors pass as they are)."""
     from huggingface_hub.errors import (
         HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
     )
 
-    cache_dir, offline = _hub_settings()
-    try:
-        try:
-            return _fetch_checkpoint(repo_id, cache_dir, local_only=True)
-        except (LocalEntryNotFoundError, CheckpointError):
-            if offline:
-                raise
-        return _fetch_checkpoint(repo_id, cache_dir, local_only=False)
-    except HFValidationError:
-        raise ModelNotFoundError(
+    if isinstance(error, TunesmithError):
+        return error
+    if isinstance(error, HFValidationError):
+        return ModelNotFoundError(
             f"{repo_id!r} is not a folder, a run or a valid hub id; pass an existing model "
             "folder, runs/N, or a hub id such as gpt2"
-        ) from None
-    except RepositoryNotFoundError:
-        raise ModelNotFoundError(
+        )
+    if isinstance(error, RepositoryNotFoundError):
+        return ModelNotFoundError(
             f"model {repo_id!r} not found on the Hugging Face Hub; check the name "
             "(e.g. gpt2, gpt2-medium, distilgpt2) or pass a local folder"
-        ) from None
-    except LocalEntryNotFoundError:
-        cache = cache_dir or os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
-        raise ModelNotFoundError(
-            f"cannot download {repo_id!r}: the Hugging Face Hub is unreachable (or "
-            f"HF_HUB_OFFLINE is set) and the model is not in the cache at {cache}; connect "
-            "once to download it, or pass a local model folder"
-        ) from None
-    except OSError as e:  # network errors that huggingface_hub passes through
-        raise ModelNotFoundError(
-            f"cannot download {repo_id!r} from the Hugging Face Hub "
-            f"({e.__class__.__name__}); pass a local model folder"
-        ) from None
+        )
+    if isinstance(error, LocalEntryNotFoundError) and hub.offline:
+        return ModelNotFoundError(
+            f"cannot load {repo_id!r}: it is not in the cache at {hub.cache} and HF_HUB_OFFLINE "
+            "is set; unset it and connect once to download the model, set HF_ENDPOINT to a "
+            "mirror, or pass a local model folder"
+        )
+    # Network errors that huggingface_hub passes through (httpx's, OSError) and hub outages.
+    return ModelNotFoundError(
+        f"cannot download {repo_id!r}: the Hugging Face Hub at {hub.endpoint} did not answer "
+        f"({_reason(error)}); {_HUB_ADVICE}"
+    )
 
 
-def _fetch_checkpoint(repo_id: str, cache_dir: str | None, local_only: bool) -> Path:
+def _reason(error: Exception) -> str:
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    return f"HTTP {status}" if status else error.__class__.__name__
+
+
+def _check_hub_answers(repo_id: str, hub: _HubSettings) -> None:
+    """One short request for the model's config.json before any download.
+
+    Without it an unreachable hub costs half a minute: huggingface_hub retries with back-off
+    (1 + 2 + 4 + 8 + 8 s of "Retrying in ..."). The request runs in a thread so that the bound
+    also covers what socket timeouts do not (a hanging DNS lookup). Any HTTP answer but a
+    server error means the hub is there: the download then reports what it finds (404, ...).
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        url = hf_hub_url(repo_id, "config.json", endpoint=hub.endpoint)
+        try:
+            get_hf_file_metadata(url, timeout=HUB_REQUEST_TIMEOUT)  # no retries by default
+            outcome.append(None)
+        except Exception as e:  # handed over to the calling thread below
+            outcome.append(e)
+
+    thread = threading.Thread(target=attempt, name="tunesmith-hub-check", daemon=True)
+    thread.start()
+    thread.join(HUB_CHECK_SECONDS)
+    if not outcome:
+        raise TimeoutError(f"no answer within {HUB_CHECK_SECONDS:g} s")
+    error = outcome[0]
+    if error is None:
+        return
+    status = getattr(getattr(error, "response", None), "status_code", None) or 0
+    if isinstance(error, HfHubHTTPError) and status < 500 and status != 429:
+        return  # the hub answered; the download says what is wrong (unknown repo, gated, ...)
+    raise error
+
+
+@contextmanager
+def _hub_messages_off_terminal() -> Iterator[None]:
+    """huggingface_hub's warnings (retries of a flaky connection) go to the `tunesmith.hub`
+    logger, which a recorded run writes to its log, instead of straight to the terminal."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    saved = hub_logger.handlers[:], hub_logger.propagate
+    hub_logger.handlers = [_Forward(HUB_LOGGER)]
+    hub_logger.propagate = False
+    try:
+        yield
+    finally:
+        hub_logger.handlers, hub_logger.propagate = saved
+
+
+class _Forward(logging.Handler):
+    def __init__(self, target: logging.Logger):
+        super().__init__()
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.target.handle(record)
+
+
+def _fetch_checkpoint(repo_id: str, hub: _HubSettings, local_only: bool) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     def fetch(filename: str, required: bool = False) -> Path | None:
         try:
             return Path(
-                hf_hub_download(repo_id, filename, cache_dir=cache_dir, local_files_only=local_only)
+                hf_hub_download(
+                    repo_id,
+                    filename,
+                    cache_dir=hub.cache,
+                    endpoint=hub.endpoint,
+                    local_files_only=local_only,
+                )
             )
         except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError)
             # Not in the cache, and offline or the hub unreachable.
@@ -144,16 +241,28 @@ def _fetch_checkpoint(repo_id: str, cache_dir: str | None, local_only: bool) -> 
     return folder
 
 
-def _hub_settings() -> tuple[str | None, bool]:
-    """The hub cache folder and offline switch as the environment says now: huggingface_hub
+class _HubSettings(NamedTuple):
+    cache: str  # the hub cache folder
+    offline: bool
+    endpoint: str  # the hub or a mirror (HF_ENDPOINT)
+
+
+def _hub_settings() -> _HubSettings:
+    """The hub cache, offline switch and endpoint as the environment says now: huggingface_hub
     reads them once at import, which misses changes made by a host program (or a test)."""
     from huggingface_hub import constants
 
-    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-    if not cache and os.environ.get("HF_HOME"):
-        cache = os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
-    env_offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    return cache, env_offline or bool(constants.HF_HUB_OFFLINE)
+    env = os.environ
+    cache = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
+    if not cache and env.get("HF_HOME"):
+        cache = os.path.join(os.path.expanduser(env["HF_HOME"]), "hub")
+    env_offline = env.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    endpoint = env.get("HF_ENDPOINT", "").strip().rstrip("/") or constants.ENDPOINT
+    return _HubSettings(
+        cache or constants.HF_HUB_CACHE,
+        env_offline or bool(constants.HF_HUB_OFFLINE),
+        endpoint,
+    )
 
 
 def read_config(folder: Path) -> GPT2Config:

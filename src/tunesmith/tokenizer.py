@@ -1,4 +1,8 @@
-"""GPT-2 byte-level BPE through `tokenizers`, built to give exactly the ids `transformers` gives."""
+"""GPT-2 byte-level BPE through `tokenizers`, built to give exactly the ids `transformers` gives.
+
+GPT-2's own vocabulary and merges ship inside tunesmith (assets/gpt2, OpenAI's licence beside
+them), so everything that needs only GPT-2's tokenizer works without the network.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,24 @@ TOKENIZER_FILES = (
     "tokenizer_config.json",
     "special_tokens_map.json",
 )
+SHIPPED_GPT2_DIR = Path(__file__).parent / "assets" / "gpt2"
+# Hub models whose tokenizer is GPT-2's, unchanged, with GPT-2's context of 1,024 tokens: for
+# these the shipped files stand in for a download.
+GPT2_TOKENIZER_MODELS = frozenset(
+    {
+        "gpt2",
+        "gpt2-medium",
+        "gpt2-large",
+        "gpt2-xl",
+        "distilgpt2",
+        "openai-community/gpt2",
+        "openai-community/gpt2-medium",
+        "openai-community/gpt2-large",
+        "openai-community/gpt2-xl",
+        "distilbert/distilgpt2",
+    }
+)
+GPT2_CONTEXT = 1024
 
 
 class GPT2Tokenizer:
@@ -83,3 +105,18 @@ class GPT2Tokenizer:
         (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
         special = {"bos_token": EOS_TOKEN, "eos_token": EOS_TOKEN, "unk_token": EOS_TOKEN}
         (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+
+
+def gpt2_tokenizer() -> GPT2Tokenizer:
+    """GPT-2's tokenizer from the files shipped inside tunesmith: no download, no network."""
+    return GPT2Tokenizer.from_vocab_and_merges(
+        SHIPPED_GPT2_DIR / "vocab.json", SHIPPED_GPT2_DIR / "merges.txt"
+    )
+
+
+def shipped_tokenizer_for(model: str) -> GPT2Tokenizer | None:
+    """The shipped GPT-2 tokenizer when `model` names a hub model that uses it unchanged
+    (gpt2, gpt2-medium, distilgpt2, ...), else None. A local folder of that name wins."""
+    if model in GPT2_TOKENIZER_MODELS and not Path(model).exists():
+        return gpt2_tokenizer()
+    return None

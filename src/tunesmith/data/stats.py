@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from tunesmith.runs.references import resolve_reference
-from tunesmith.tokenizer import GPT2Tokenizer
+from tunesmith.tokenizer import GPT2_CONTEXT, GPT2Tokenizer, shipped_tokenizer_for
 
 DEFAULT_CONTEXT = 1024
 TOKENIZE_BATCH = 1000
@@ -50,6 +50,9 @@ def load_tokenizer(name: str) -> tuple[GPT2Tokenizer, int | None]:
 
     Raises ModelNotFoundError / CheckpointError when it cannot be had (e.g. offline, no cache).
     """
+    shipped = shipped_tokenizer_for(name)
+    if shipped is not None:  # gpt2 and its family: the files inside tunesmith, no network
+        return shipped, GPT2_CONTEXT
     folder = resolve_reference(name).expanduser()  # a run's model, else as given
     if not folder.is_dir():
         from tunesmith.checkpoint import resolve_model_dir  # imports torch: only when needed

@@ -7,6 +7,7 @@ live, and on the way out records status, timing, metrics and outputs, whatever h
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import signal
 import sys
@@ -146,15 +147,33 @@ class _Tee:
         return getattr(self._stream, name)
 
 
+class _LogHandler(logging.Handler):
+    """Writes `tunesmith.*` log records to the run's log, and not to the terminal."""
+
+    def __init__(self, log: TextIO, lock: threading.Lock):
+        super().__init__()
+        self._log, self._lock = log, lock
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self._lock:
+            if not self._log.closed:
+                self._log.write(f"{record.name}: {record.getMessage()}\n")
+                self._log.flush()
+
+
 @contextmanager
 def _tee_output(log_path: Path) -> Iterator[TextIO]:
     log = open(log_path, "a", encoding="utf-8", errors="replace", newline="")
     lock = threading.Lock()
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Tee(sys.stdout, log, lock), _Tee(sys.stderr, log, lock)
+    # Library messages (e.g. huggingface_hub's retries, through `tunesmith.hub`): log only.
+    messages = _LogHandler(log, lock)
+    logging.getLogger("tunesmith").addHandler(messages)
     try:
         yield log
     finally:
+        logging.getLogger("tunesmith").removeHandler(messages)
         sys.stdout, sys.stderr = saved
         with lock:
             log.close()

@@ -14,6 +14,7 @@ from tunesmith.checkpoint import load_checkpoint, save_checkpoint
 from tunesmith.devices import resolve_device, set_training_threads, use_bf16_autocast
 from tunesmith.errors import CheckpointError, DataError, UsageError
 from tunesmith.files import write_folder_atomically, write_text_atomically
+from tunesmith.model_sizes import random_model
 from tunesmith.runs.context import FolderRun, RunContext
 from tunesmith.train import distributed, lora, resume_state, trackers
 from tunesmith.train.batching import (
@@ -82,7 +83,7 @@ def _finetune(config, run, info, device, train_texts, val_texts, log) -> Finetun
     if config.resume:
         resume_dir = run_folder(use(config.resume, allow_unfinished=True), config.resume)
         check_resumable(config, FinetuneConfig.load(resume_dir), config.resume)
-    model_source = use(config.model)
+    model_source = None if config.from_scratch else use(config.model)
     if device.type == "cpu":
         set_training_threads(config.num_threads, info.world)
     torch.manual_seed(config.seed)
@@ -132,9 +133,12 @@ def _finetune(config, run, info, device, train_texts, val_texts, log) -> Finetun
     return _finish(run, config, model, tokenizer, train_texts, state, val_after)
 
 
-def _load_model(source: str, config: FinetuneConfig):
+def _load_model(source: str | None, config: FinetuneConfig):
     """The model (on the CPU, with the run's dropout), its tokenizer and the block size."""
-    model, tokenizer, _ = load_checkpoint(source, device="cpu")
+    if config.from_scratch:  # GPT-2's own random init, seeded above; the shipped tokenizer
+        model, tokenizer = random_model(config.from_scratch)
+    else:
+        model, tokenizer, _ = load_checkpoint(source, device="cpu")
     n_ctx = model.config.n_positions
     block_size = config.block_size or n_ctx
     if block_size > n_ctx:
@@ -235,7 +239,7 @@ def _finish(run, config, model, tokenizer, train_texts, state, val_after) -> Fin
     if values["val_ppl_before"] is not None and values["val_ppl_after"] is not None:
         ppl = f", val ppl {values['val_ppl_before']:.1f} -> {values['val_ppl_after']:.1f}"
     kind = "LoRA" if config.lora else "full"
-    run.set_summary(f"{kind} fine-tune of {config.model}: {state.step} steps{ppl}")
+    run.set_summary(f"{kind} fine-tune of {config.model_name}: {state.step} steps{ppl}")
     run.set_main_output(MODEL_DIR)
     return FinetuneResult(
         model_dir, state.step, state.val_before, val_after, report, run.final_metrics
@@ -318,7 +322,7 @@ def _announce(config, model, plan, total_steps, cut, resume_dir, state) -> list[
     total = sum(p.numel() for p in model.parameters())
     kind = f"LoRA rank {config.lora_rank}" if config.lora else "full fine-tune"
     lines = [
-        f"finetune {config.model}: {kind}, {trainable:,} of {total:,} parameters train; "
+        f"finetune {config.model_name}: {kind}, {trainable:,} of {total:,} parameters train; "
         f"{len(plan.sequences):,} {config.packing} ({plan.num_targets():,} tokens), "
         f"{len(plan)} steps/epoch, {total_steps} steps"
     ]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import UsageError
+from tunesmith.model_sizes import FROM_SCRATCH_HELP, SIZES, scratch_warmup
 from tunesmith.options import option
 
 PACKINGS = ("examples", "blocks")
@@ -57,9 +58,13 @@ class FinetuneConfig:
     block_size: int | None = option(
         None, "max tokens per sequence", default_help="the model's context"
     )
-    lr: float | None = option(None, "peak learning rate", default_help="1e-4 full, 1e-3 LoRA")
+    lr: float | None = option(
+        None, "peak learning rate", default_help="1e-4 full, 1e-3 LoRA, per size from scratch"
+    )
     weight_decay: float = option(0.0, "AdamW weight decay (on matrices only)")
-    warmup: int = option(0, "steps of linear warm-up")
+    warmup: int | None = option(
+        None, "steps of linear warm-up", default_help="0; from scratch 5% of steps, at most 100"
+    )
     schedule: str = option("linear", "learning-rate schedule after warm-up", choices=SCHEDULES)
     batch_size: int | None = option(
         None, "sequences per device and micro-batch", default_help="32 examples, 4 blocks"
@@ -123,6 +128,12 @@ class FinetuneConfig:
         choices=TRACKERS,
         repeat=True,
     )
+    from_scratch: str | None = option(
+        None,
+        FROM_SCRATCH_HELP,
+        choices=tuple(SIZES),
+        metavar="SIZE",
+    )
 
     def __post_init__(self) -> None:
         if not self.data and not self.resume:
@@ -157,7 +168,7 @@ class FinetuneConfig:
             raise UsageError(f"--lr must be positive, not {self.lr}")
         if self.weight_decay < 0:
             raise UsageError(f"--weight-decay must be 0 or more, not {self.weight_decay}")
-        if self.warmup < 0:
+        if self.warmup is not None and self.warmup < 0:
             raise UsageError(f"--warmup must be 0 or more steps, not {self.warmup}")
         if self.max_grad_norm is not None and self.max_grad_norm < 0:
             raise UsageError(f"--max-grad-norm must be 0 or more, not {self.max_grad_norm}")
@@ -176,6 +187,13 @@ class FinetuneConfig:
             _choice("--lora-targets", target, LORA_TARGETS)
         for tracker in self.report_to:
             _choice("--report-to", tracker, TRACKERS)
+        if self.from_scratch is not None:
+            _choice("--from-scratch", self.from_scratch, tuple(SIZES))
+            if self.lora or self.model != "gpt2":
+                raise UsageError(
+                    "--from-scratch trains every weight of a new model; "
+                    "leave out --lora and --model"
+                )
         for flag, value in (
             ("--samples", self.samples),
             ("--sample-tokens", self.sample_tokens),
@@ -188,7 +206,21 @@ class FinetuneConfig:
     def learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
+        if self.from_scratch is not None:
+            return SIZES[self.from_scratch].lr
         return 1e-3 if self.lora else 1e-4
+
+    @property
+    def model_name(self) -> str:
+        """What training starts from, for messages: --model, or the random model's size."""
+        return f"a random {self.from_scratch} GPT-2" if self.from_scratch else self.model
+
+    def warmup_steps(self, total_steps: int) -> int:
+        """Steps of warm-up: --warmup, else none for a fine-tune (the weights are trained
+        already) and a few for a random model (its first gradients are large and noisy)."""
+        if self.warmup is not None:
+            return self.warmup
+        return scratch_warmup(total_steps) if self.from_scratch is not None else 0
 
     @property
     def batch(self) -> int:

@@ -195,7 +195,9 @@ def _step(t: Trainer, indices: list[int], params: list[torch.nn.Parameter], step
     batches = [t.plan.collate(mb) or _empty_batch() for mb in mine]
     local = sum(b.num_targets for b in batches)
     n_targets = int(_all_sum(t, float(local)))
-    lr = lr_at(step, cfg.learning_rate, cfg.warmup, t.total_steps, cfg.schedule)
+    lr = lr_at(
+        step, cfg.learning_rate, cfg.warmup_steps(t.total_steps), t.total_steps, cfg.schedule
+    )
     for group in t.optimizer.param_groups:
         group["lr"] = lr
     # DDP averages gradients over processes; scaling by world / n_targets makes it the mean
