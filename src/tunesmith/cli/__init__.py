@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from tunesmith import __version__
+from tunesmith.cli.remote import sync_named_runs
 from tunesmith.errors import TunesmithError
 
 SUBCOMMAND_MODULES = ["generate", "data", "finetune", "run", "runs", "serve"]
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.command_line = ["tunesmith", *argv]  # recorded with the run
     try:
+        sync_named_runs(args)  # a remote run named here comes back first (tunesmith.cluster)
         return int(args.handler(args) or 0)
     except TunesmithError as e:
         print(f"tunesmith: error: {e}", file=sys.stderr)

@@ -7,6 +7,7 @@ import sys
 from dataclasses import replace
 
 from tunesmith.cli._common import add_run_options, run_for
+from tunesmith.cli.remote import add_cluster_arguments, cluster_config, run_remote
 from tunesmith.data import DataConfig, format_report, prepare_data
 from tunesmith.data.config import ERROR_MODES, FORMATS, SPLITS
 
@@ -81,10 +82,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--output-dir", metavar="DIR", help="where to write with --no-run (default: .)")
     add_run_options(p)
+    add_cluster_arguments(p)
     p.set_defaults(handler=run_data)
 
 
 def run_data(args: argparse.Namespace) -> int:
+    if (cluster := cluster_config(args)) is not None:
+        return run_remote(args, "data", cluster)
     config = DataConfig(
         format=args.format,
         column=args.column,

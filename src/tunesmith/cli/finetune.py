@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from tunesmith.cli._common import add_run_options, run_for
+from tunesmith.cli.remote import add_cluster_arguments, cluster_config, run_remote
 
 # Options that map one-to-one onto FinetuneConfig fields (dest = field name).
 _UNSET = argparse.SUPPRESS
@@ -98,6 +99,7 @@ def register(subparsers) -> None:
     g.add_argument("--master-port", type=int, help="port on node 0")
     p.add_argument("--output-dir", help="with --no-run: where to write (current directory)")
     add_run_options(p)
+    add_cluster_arguments(p)
     p.set_defaults(handler=run_finetune, workspace=None, no_run=False)
 
 
@@ -113,6 +115,13 @@ def run_finetune(args: argparse.Namespace) -> int:
     given = {k: v for k, v in vars(args).items() if k not in LAUNCH + COMMON}
     if "lora_targets" in given:
         given["lora_targets"] = tuple(given["lora_targets"])
+    if (cluster := cluster_config(args)) is not None:
+        if not given.get("resume"):
+            FinetuneConfig.from_dict(given)  # bad values fail before a run is created
+        # --gpus N on one node: the DDP launcher there, one process per GPU
+        gpus = int(cluster.gpus)
+        extra = ["--nproc", str(gpus)] if gpus > 1 and not hasattr(args, "nproc") else []
+        return run_remote(args, "finetune", cluster, extra)
     nproc, nnodes = getattr(args, "nproc", 1), getattr(args, "nnodes", 1)
     if (nproc > 1 or nnodes > 1) and not in_launched_process():
         return launch(

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from tunesmith.cli._common import add_run_options, run_for
+from tunesmith.cli.remote import add_cluster_arguments, cluster_config, run_remote
 from tunesmith.errors import UsageError
 from tunesmith.files import write_text_atomically
 
@@ -53,10 +54,13 @@ def register(subparsers) -> None:
     p.add_argument("--format", choices=["text", "jsonl"], default="text")
     p.add_argument("--output", metavar="FILE", help="also write the samples to FILE")
     add_run_options(p)
+    add_cluster_arguments(p)
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
+    if (cluster := cluster_config(args)) is not None:
+        return run_remote(args, "generate", cluster)
     from tunesmith.generate import GenerationConfig, TextGenerator
 
     prompt = _read_prompt(args)

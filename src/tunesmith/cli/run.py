@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tunesmith.cli.remote import add_cluster_arguments, cluster_config, run_remote
 from tunesmith.runs import Terminated
 from tunesmith.runs.command import CommandConfig, parse_env, run_command
 
@@ -62,6 +63,7 @@ def register(subparsers) -> None:
         metavar="DIR",
         help="workspace folder holding runs/ (default: $TUNESMITH_HOME or the current directory)",
     )
+    add_cluster_arguments(p)
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND", help=argparse.SUPPRESS)
     p.set_defaults(handler=run)
 
@@ -79,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         env=parse_env(args.env),
         kill_after=args.kill_after,
     )
+    if (cluster := cluster_config(args)) is not None:
+        return run_remote(args, "run", cluster)
     try:
         return run_command(config, workspace=args.workspace, argv=args.command_line)
     except Terminated:

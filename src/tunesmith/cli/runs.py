@@ -10,6 +10,7 @@ import time
 from tunesmith.errors import RunError
 from tunesmith.runs import open_workspace
 from tunesmith.runs.report import describe_text, follow_log, runs_table
+from tunesmith.runs.stop import is_running_remote, stop_local_run
 
 
 def _add_workspace(parser: argparse.ArgumentParser, nested: bool = False) -> None:
@@ -39,6 +40,16 @@ def register(subparsers) -> None:
     rm.add_argument("--force", action="store_true", help="remove even if later runs used it")
     _add_workspace(rm, nested=True)
     rm.set_defaults(handler=remove_run)
+
+    sync = actions.add_parser("sync", help="copy a remote run's outputs back (so far)")
+    sync.add_argument("run", metavar="N", help="run id, runs/N or runs/last")
+    _add_workspace(sync, nested=True)
+    sync.set_defaults(handler=sync_run)
+
+    stop = actions.add_parser("stop", help="stop a running run, here or on its cluster")
+    stop.add_argument("run", metavar="N", help="run id, runs/N or runs/last")
+    _add_workspace(stop, nested=True)
+    stop.set_defaults(handler=stop_run)
 
     logs = subparsers.add_parser("logs", help="print a run's log")
     logs.add_argument("run", metavar="N", help="run id, runs/N or runs/last")
@@ -95,7 +106,43 @@ def remove_run(args: argparse.Namespace) -> int:
 def show_logs(args: argparse.Namespace) -> int:
     workspace = open_workspace(args.workspace)
     run_id = _pick(workspace, args.run)
-    for text in follow_log(workspace, run_id, follow=args.follow, sleep=time.sleep):
+    remote = args.follow and is_running_remote(workspace, run_id)
+    for text in follow_log(workspace, run_id, follow=args.follow and not remote, sleep=time.sleep):
         sys.stdout.write(text)
         sys.stdout.flush()
+    if remote:  # re-attach: the rest comes from the cluster (and into the log)
+        from tunesmith.cluster.client import follow
+
+        follow(workspace, run_id)
+    return 0
+
+
+def sync_run(args: argparse.Namespace) -> int:
+    workspace = open_workspace(args.workspace)
+    run_id = _pick(workspace, args.run)
+    if not workspace.get(run_id).info.get("cluster", {}).get("job"):
+        raise RunError(f"run {run_id} ran here, not on a cluster: there is nothing to sync")
+    from tunesmith.cluster.client import sync
+
+    status = sync(workspace, run_id)
+    outputs = workspace.outputs(run_id)
+    print(
+        f"run {run_id} {status}" + (f"; {len(outputs)} outputs here" if status != "running" else "")
+    )
+    return 0
+
+
+def stop_run(args: argparse.Namespace) -> int:
+    workspace = open_workspace(args.workspace)
+    run_id = _pick(workspace, args.run)
+    run = workspace.get(run_id)
+    if run.status != "running":
+        raise RunError(f"run {run_id} is not running (it {run.status})")
+    if run.info.get("cluster", {}).get("job"):
+        from tunesmith.cluster.client import stop
+
+        stop(workspace, run_id)
+    else:
+        stop_local_run(workspace, run_id)
+    print(f"run {run_id} {workspace.get(run_id).status}")
     return 0
