@@ -74,24 +74,79 @@ class LocalRayCluster:
         ray.init(address=self.address, namespace="tunesmith", logging_level="WARNING")
 
     def stop(self) -> None:
-        import psutil
         import ray
 
         ray.shutdown()
+        family = descendants(self.proc.pid)  # workers run in process groups of their own
         try:
-            family = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(True)]
-        except psutil.NoSuchProcess:
-            family = []
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-        for p in family:  # workers and their commands run in process groups of their own
+        except ProcessLookupError:
+            pass
+        for pid in family + descendants_of_any(family):
             try:
-                p.kill()
-            except psutil.NoSuchProcess:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
                 pass
         self.log.close()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _parents() -> dict[int, int]:
+    """pid → parent pid, from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            found[int(entry.name)] = int(stat[stat.rfind(")") + 2 :].split()[1])
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    return descendants_of_any([pid])
+
+
+def descendants_of_any(pids: list[int]) -> list[int]:
+    parents = _parents()
+    found, frontier = [], list(pids)
+    while frontier:
+        children = [c for c, p in parents.items() if p in frontier and c not in found]
+        found += children
+        frontier = children
+    return found
+
+
+def wait_for(condition, timeout: float = 120.0, interval: float = 0.3, what: str = "condition"):
+    """Poll until `condition()` is truthy; its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def tunesmith(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The CLI in a process of its own (its own Ray connection)."""
+    return subprocess.run(
+        [sys.executable, "-m", "tunesmith", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_tunesmith(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tunesmith", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

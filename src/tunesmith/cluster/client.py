@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tunesmith.cluster.config import ClusterConfig
-from tunesmith.cluster.connect import ClusterError, import_ray
+from tunesmith.cluster.connect import ClusterError, require_ray
 from tunesmith.cluster.launch import create_run, log_line, start_job
 from tunesmith.cluster.session import Remote
 from tunesmith.errors import TunesmithError, UsageError
@@ -35,7 +35,7 @@ def submit(
 ) -> int:
     """Run `tunesmith ARGV` (argv[0] is the subcommand) on the cluster as a new local run of
     `kind`; returns its exit code (0 at once with `config.detach`)."""
-    import_ray()  # without Ray: one line saying how to get it, and no run recorded
+    require_ray()  # without Ray: one line saying how to get it, and no run recorded
     ws = open_workspace(workspace)
     run_id = create_run(ws, kind, ["tunesmith", *argv], config.address)
     log_line(ws, run_id, f"run {run_id}")
@@ -82,7 +82,7 @@ def follow(ws: Workspace, run_id: int, echo: bool = True) -> int:
     """Stay attached to a remote run until it ends, then record it; its exit code."""
     remote = Remote(ws, run_id)
     if remote.actor is None:
-        return remote.finish(None, "the cluster no longer has this run's job")
+        return remote.finish(None, "the cluster no longer has this run's job", echo=echo)
     ray = remote.ray
     try:
         with _sigterm_as_interrupt():
@@ -91,11 +91,11 @@ def follow(ws: Workspace, run_id: int, echo: bool = True) -> int:
         print(f"stopping run {run_id} on the cluster…", file=sys.stderr, flush=True)
         remote.stop()
         result = _wait_for_end(remote, echo)
-        remote.finish(result, "stopped; the job did not record its end in time")
+        remote.finish(result, "stopped; the job did not record its end in time", echo=echo)
         raise
     except ray.exceptions.RayActorError as e:
-        return remote.finish(None, _actor_death(e))
-    return remote.finish(result)
+        return remote.finish(None, _actor_death(e), echo=echo)
+    return remote.finish(result, echo=echo)
 
 
 def _wait_for_end(remote: Remote, echo: bool) -> dict | None:
@@ -124,17 +124,17 @@ def sync(ws: Workspace, run_id: int) -> str:
     if ws.get(run_id).status != "running":
         return ws.get(run_id).status
     if remote.actor is None:
-        remote.finish(None, "the cluster no longer has this run's job")
+        remote.finish(None, "the cluster no longer has this run's job", echo=False)
         return ws.get(run_id).status
     try:
         if remote.step(echo=False):
-            remote.finish(remote.ray.get(remote.actor.result.remote()))
+            remote.finish(remote.ray.get(remote.actor.result.remote()), echo=False)
         else:
             remote.pull_finished_folders()
             remote._last_listing.clear()
             remote.pull_finished_folders()
     except remote.ray.exceptions.RayActorError as e:
-        remote.finish(None, _actor_death(e))
+        remote.finish(None, _actor_death(e), echo=False)
     return ws.get(run_id).status
 
 
@@ -142,13 +142,13 @@ def stop(ws: Workspace, run_id: int) -> int:
     """Stop a remote run and wait for it to record its end here; its exit code."""
     remote = Remote(ws, run_id)
     if remote.actor is None:
-        return remote.finish(None, "the cluster no longer has this run's job")
+        return remote.finish(None, "the cluster no longer has this run's job", echo=False)
     try:
         remote.stop()
         result = _wait_for_end(remote, echo=False)
     except remote.ray.exceptions.RayActorError as e:
-        return remote.finish(None, _actor_death(e))
-    return remote.finish(result, "stopped; the job did not record its end in time")
+        return remote.finish(None, _actor_death(e), echo=False)
+    return remote.finish(result, "stopped; the job did not record its end in time", echo=False)
 
 
 def is_remote(ws: Workspace, run_id: int) -> bool:

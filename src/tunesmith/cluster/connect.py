@@ -3,6 +3,7 @@ and check that some node could ever satisfy a resource request."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import socket
 import types
@@ -19,12 +20,18 @@ class ClusterError(TunesmithError):
     """The cluster cannot be reached, cannot run the request, or lost the run."""
 
 
+def require_ray() -> None:
+    """A one-line error saying how to install Ray when it is missing (without importing it:
+    that takes seconds)."""
+    if importlib.util.find_spec("ray") is None:
+        raise UsageError(f"--cluster needs Ray, which is not installed: {INSTALL_HINT}")
+
+
 def import_ray() -> types.ModuleType:
     """Ray, or a one-line error saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise UsageError(f"--cluster needs Ray, which is not installed: {INSTALL_HINT}") from None
+    require_ray()
+    import ray
+
     return ray
 
 
@@ -53,8 +60,8 @@ def probe(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
 
 def connect(address: str) -> types.ModuleType:
     """Connect this process to the cluster (once); returns the ray module."""
-    ray = import_ray()
     probe(address)
+    ray = import_ray()
     if ray.is_initialized():  # one cluster per process: Ray's rule
         connected = ray.get_runtime_context().gcs_address
         if connected.rpartition(":")[2] != str(_host_port(address)[1]):

@@ -14,12 +14,13 @@ from tunesmith.cluster.names import map_json_file, map_value
 from tunesmith.cluster.state import RemoteState, locked
 from tunesmith.cluster.transfer import fetch_file, fetch_folder
 from tunesmith.runs.display import format_duration
-from tunesmith.runs.outputs import scan_outputs
+from tunesmith.runs.outputs import RECORDS_DIR, scan_outputs
 from tunesmith.runs.workspace import Workspace, remove_tree
-from tunesmith.train.config import CONFIG_FILE
 
 PULL_EVERY = 2.0  # seconds between looks for finished folders while the job runs
-RECORDED_FILES = (CONFIG_FILE,)  # JSON records naming the job's inputs, renamed back on arrival
+# JSON records naming the job's inputs, renamed back on arrival: tunesmith.train.config's
+# CONFIG_FILE (spelled out: importing tunesmith.train loads torch, seconds before any output).
+RECORDED_FILES = ("finetune_config.json",)
 
 
 class Remote:
@@ -66,16 +67,15 @@ class Remote:
                 out.flush()
 
     def pull_finished_folders(self) -> None:
-        """Copy folders whose files have not changed since the last look (a checkpoint is
+        """Copy files and folders that have not changed since the last look (a checkpoint is
         written aside and renamed into place, so once it is listed it is complete)."""
         listing = self.ray.get(self.actor.listing.remote())
         now = {f["path"]: (f["size"], f["mtime_ns"]) for f in listing}
         stable = {p for p, sig in now.items() if self._last_listing.get(p) == sig}
         self._last_listing = now
         units: dict[str, list[dict[str, Any]]] = {}
-        for f in listing:
-            if "/" in f["path"]:
-                units.setdefault(f["path"].rsplit("/", 1)[0], []).append(f)
+        for f in listing:  # a top-level file alone, else its folder as a whole
+            units.setdefault(f["path"].rsplit("/", 1)[0], []).append(f)
         run_dir = self.ws.run_dir(self.run_id)
         with locked(self.records):
             state = RemoteState.load(self.records)
@@ -86,14 +86,26 @@ class Remote:
                 ):
                     continue
                 try:
-                    state.bytes_fetched += fetch_folder(self.ray, self.actor, files, unit, run_dir)
-                except ClusterError:
+                    state.bytes_fetched += self._pull(unit, files, run_dir)
+                except (ClusterError, OSError):
                     continue  # changed while copied: next look
                 state.pulled[unit] = signature
-            for unit in [u for u in state.pulled if u not in units]:  # rotated away there
-                remove_tree(run_dir / unit)
+            for unit in [u for u in state.pulled if u not in units]:  # removed there
+                target = run_dir / unit
+                remove_tree(target) if target.is_dir() else target.unlink(missing_ok=True)
                 del state.pulled[unit]
             state.save(self.records)
+
+    def _pull(self, unit: str, files: list[dict[str, Any]], run_dir: Path) -> int:
+        if files[0]["path"] != unit:
+            return fetch_folder(self.ray, self.actor, files, unit, run_dir)
+        sha = self.ray.get(self.actor.digest.remote(unit))
+        if sha is None:
+            return 0
+        fetched = fetch_file(self.ray, self.actor, unit, files[0]["size"], sha, run_dir / unit)
+        if Path(unit).name in RECORDED_FILES:
+            map_json_file(run_dir / unit, self.cluster.get("names", {}))
+        return fetched
 
     def follow(self, echo: bool = True, interval: float = 0.5) -> dict[str, Any] | None:
         """Copy output until the job ends; returns its result."""
@@ -108,7 +120,9 @@ class Remote:
     def stop(self) -> None:
         self.ray.get(self.actor.stop.remote(float(self.cluster.get("kill_after", 10.0))))
 
-    def finish(self, result: dict[str, Any] | None, reason: str | None = None) -> int:
+    def finish(
+        self, result: dict[str, Any] | None, reason: str | None = None, echo: bool = True
+    ) -> int:
         """Copy the outputs back and record the run's end here; returns its exit code. Without
         a result (the job died) the run fails with `reason`, keeping what was pulled."""
         with locked(self.records):
@@ -116,17 +130,20 @@ class Remote:
             if run.status != "running":  # another process finished it meanwhile
                 return run.exit_code or 0
             run_dir = self.ws.run_dir(self.run_id)
-            fields = _fields_from(result, reason, self.cluster.get("names", {}))
-            if result is not None and fields["status"] == "failed":
-                fields["error"] += f"; its output ended: {_tail(self.records / 'log.txt')}"
+            names = self.cluster.get("names", {})
+            fields = _fields_from(result, reason, names)
             if result is not None:
                 self._fetch_outputs(result["outputs"], run_dir)
-            for name in RECORDED_FILES:
-                if (run_dir / name).is_file():
-                    map_json_file(run_dir / name, self.cluster.get("names", {}))
+                if fields["status"] == "failed":
+                    fields["error"] += f"; its output ended: {_tail(result.get('output_tail', ''))}"
+            for path in run_dir.rglob("*"):
+                if path.name in RECORDED_FILES and path.is_file():
+                    map_json_file(path, names)
             info = dict(run.info)
             if result is not None and result.get("device"):
                 info["device"] = result["device"]
+            # The log's last lines first: a reader following it stops once the run has ended.
+            self._log_end(fields, time.time() - run.started, echo)
             self.ws.finish(
                 self.run_id,
                 scan_outputs(run_dir, info.get("excluded", [])),
@@ -136,18 +153,21 @@ class Remote:
                 **fields,
             )
             self.ws.write_meta(self.run_id)
-        took = format_duration(time.time() - run.started)
-        status, code = fields["status"], fields["exit_code"]
-        ending = {"succeeded": f"succeeded in {took}", "interrupted": f"interrupted after {took}"}
-        text = f"run {self.run_id} " + ending.get(status, f"failed (exit code {code}) after {took}")
-        _append(
-            self.records / "log.txt",
-            (f"error: {fields['error']}\n" if fields["error"] else "") + text + "\n",
-        )
         if self.actor is not None and result is not None:
             self.ray.get(self.actor.clean_up.remote())
             self.ray.kill(self.actor)
-        return code
+        return fields["exit_code"]
+
+    def _log_end(self, fields: dict[str, Any], duration: float, echo: bool) -> None:
+        took = format_duration(duration)
+        status, code = fields["status"], fields["exit_code"]
+        ending = {"succeeded": f"succeeded in {took}", "interrupted": f"interrupted after {took}"}
+        text = f"run {self.run_id} " + ending.get(status, f"failed (exit code {code}) after {took}")
+        error = f"error: {fields['error']}\n" if fields["error"] else ""
+        with open(self.records / "log.txt", "a", encoding="utf-8") as f:
+            f.write(error + text + "\n")
+        if echo:
+            print(text, file=sys.stderr, flush=True)
 
     def _fetch_outputs(self, outputs: list[dict[str, Any]], run_dir: Path) -> None:
         state = RemoteState.load(self.records)
@@ -160,6 +180,9 @@ class Remote:
         for existing in scan_outputs(run_dir):  # pulled while running, since removed there
             if existing.path not in wanted:
                 (run_dir / existing.path).unlink()
+        for folder in sorted(run_dir.rglob("*"), key=lambda p: -len(p.parts)):
+            if folder.is_dir() and folder.name != RECORDS_DIR and not any(folder.iterdir()):
+                folder.rmdir()  # left empty by the removals above
         state.save(self.records)
 
 
@@ -177,24 +200,23 @@ def _fields_from(result: dict[str, Any] | None, reason: str | None, names: dict[
         "status": status,
         "exit_code": 0 if status == "succeeded" else (code or 1),
         "error": error,
-        "summary": result.get("summary"),
+        "summary": _rename_paths(result.get("summary"), names),
         "main_output": result.get("main_output") or ".",
         "metrics": result.get("metrics") or {},
         "params": map_value(result.get("params") or {}, names),
     }
 
 
-def _tail(log: Path, lines: int = 3, limit: int = 300) -> str:
+def _rename_paths(text: str | None, names: dict[str, str]) -> str | None:
+    """Worker paths inside a line of text (a summary) renamed to ours."""
+    for theirs, ours in names.items():
+        if text and theirs.startswith("/"):
+            text = text.replace(theirs, ours)
+    return text
+
+
+def _tail(text: str, lines: int = 3, limit: int = 300) -> str:
     """The last lines of the job's output, on one line (for the run's error)."""
-    try:
-        text = log.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "(no output)"
     last = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
     joined = " | ".join(last[-lines:]) or "(no output)"
     return joined if len(joined) <= limit else "…" + joined[-limit:]
-
-
-def _append(path: Path, text: str) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(text)

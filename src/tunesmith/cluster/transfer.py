@@ -63,6 +63,7 @@ def fetch_folder(ray, actor, files: list[dict[str, Any]], prefix: str, run_dir: 
     """Copy the files of a folder that is new here into place as a whole (written aside, then
     renamed), so that a checkpoint is complete or absent; returns the bytes fetched."""
     final = run_dir / prefix
+    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".pull-{final.name}.", dir=final.parent))
     fetched = 0
     try:
@@ -72,7 +73,12 @@ def fetch_folder(ray, actor, files: list[dict[str, Any]], prefix: str, run_dir: 
                 return 0  # removed meanwhile (an old checkpoint rotated away)
             rel = Path(f["path"]).relative_to(prefix)
             fetched += fetch_file(ray, actor, f["path"], f["size"], sha, tmp / rel)
-        if not final.exists():
+        if final.exists():  # a folder replaced there (the best checkpoint): swap it whole
+            old = Path(tempfile.mkdtemp(prefix=f".old-{final.name}.", dir=final.parent))
+            os.replace(final, old / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
             os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -45,6 +45,7 @@ class RemoteJob:
         self.run_id: int | None = None
         self.exit_code: int | None = None
         self.started = False
+        self.stopped = False
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
@@ -175,6 +176,7 @@ class RemoteJob:
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
+        self.stopped = True
         _signal_group(proc.pid, signal.SIGTERM)
 
         def kill_later() -> None:
@@ -205,16 +207,20 @@ class RemoteJob:
         if self.run_id is None:
             return []
         root = self.workspace.run_dir(self.run_id)
+        run = self.workspace.get(self.run_id)
+        excluded = tuple(run.info.get("excluded", [])) if run else ()  # mounted inputs
         found = []
         for folder, dirs, files in os.walk(root):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for name in files:
                 path = Path(folder) / name
+                rel = path.relative_to(root).as_posix()
+                if any(rel == e or rel.startswith(e + "/") for e in excluded):
+                    continue
                 try:
                     st = path.stat()
                 except OSError:
                     continue
-                rel = path.relative_to(root).as_posix()
                 found.append({"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
         return found
 
@@ -236,11 +242,14 @@ class RemoteJob:
         if self.exit_code is None:
             return None
         meta = self.workspace.describe(self.run_id) if self.workspace.get(self.run_id) else {}
-        meta.setdefault("status", "failed")
+        if meta.get("status", "running") == "running":  # ended before it could record its end
+            meta["status"] = "interrupted" if self.stopped else "failed"
         meta["exit_code"] = (
             meta.get("exit_code") if meta.get("exit_code") is not None else self.exit_code
         )
         meta["outputs"] = [o.to_dict() for o in self.workspace.outputs(self.run_id)]
+        with self._lock:
+            meta["output_tail"] = "".join(text for _, text in self.output[-50:])[-4000:]
         return meta
 
     def clean_up(self) -> None:
