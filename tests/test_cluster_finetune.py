@@ -18,7 +18,7 @@ pytestmark = pytest.mark.cluster
 COMMON = [
     "--max-steps", "4", "--dropout", "0", "--samples", "0", "--report-samples", "1",
     "--sample-tokens", "4", "--no-progress", "--lr", "1e-3", "--eval-every", "2",
-    "--save-every", "2", "--batch-size", "4", "--seed", "0",
+    "--save-every", "2", "--seed", "0",
 ]  # fmt: skip
 
 
@@ -45,6 +45,7 @@ def test_finetune_on_the_cluster_equals_a_local_one(
     ray_cluster, workspace, tiny_model_dir, jokes, tmp_path, capsys
 ):
     args = ["finetune", "--model", str(tiny_model_dir), "--data", str(jokes), *COMMON]
+    args += ["--batch-size", "4"]
     assert main([*args, "--cluster", ray_cluster.address]) == 0
     out = capsys.readouterr()
     assert "step 2: val loss" in out.out + out.err  # the job's log streamed here
@@ -65,6 +66,25 @@ def test_finetune_on_the_cluster_equals_a_local_one(
     assert main(["generate", "--model", "runs/1", "--length", "5", "--seed", "0"]) == 0
     assert capsys.readouterr().out.strip()
     assert ws.used(2) == [(1, "runs/1")]
+
+
+def test_nodes_2_trains_over_two_ray_train_workers_equal_to_one_process(
+    ray_cluster, workspace, tiny_model_dir, jokes, tmp_path, capsys
+):
+    args = ["finetune", "--model", str(tiny_model_dir), "--data", str(jokes), *COMMON]
+    remote = [*args, "--batch-size", "2", "--cluster", ray_cluster.address, "--nodes", "2"]
+    assert main(remote) == 0, capsys.readouterr().err[-3000:]
+    assert (
+        main([*args, "--batch-size", "4", "--no-run", "--output-dir", str(tmp_path / "one")]) == 0
+    )
+    # Same global batch (2 workers x 2): the same weights, as --nproc 2 gives locally.
+    assert_same_weights(workspace / "runs" / "1" / "model", tmp_path / "one" / "model", atol=1e-5)
+    assert open_workspace().get(1).status == "succeeded"
+
+
+def test_nodes_is_for_finetune_only(workspace, capsys):
+    assert main(["run", "--cluster", "127.0.0.1:1", "--nodes", "2", "--", "true"]) == 2
+    assert "use it with finetune" in capsys.readouterr().err
 
 
 def test_the_fine_tune_config_is_renamed_back_by_its_name():

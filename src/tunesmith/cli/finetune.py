@@ -120,7 +120,8 @@ def run_finetune(args: argparse.Namespace) -> int:
             FinetuneConfig.from_dict(given)  # bad values fail before a run is created
         # --gpus N on one node: the DDP launcher there, one process per GPU
         gpus = int(cluster.gpus)
-        extra = ["--nproc", str(gpus)] if gpus > 1 and not hasattr(args, "nproc") else []
+        one_node = gpus > 1 and cluster.nodes == 1 and not hasattr(args, "nproc")
+        extra = ["--nproc", str(gpus)] if one_node else []
         return run_remote(args, "finetune", cluster, extra)
     nproc, nnodes = getattr(args, "nproc", 1), getattr(args, "nnodes", 1)
     if (nproc > 1 or nnodes > 1) and not in_launched_process():

@@ -38,6 +38,8 @@ def run_remote(args: argparse.Namespace, kind: str, config: ClusterConfig, extra
     """Send this command (as typed, plus `extra` arguments) to the cluster."""
     from tunesmith.cluster.client import submit
 
+    if config.nodes > 1 and kind != "finetune":
+        raise UsageError("--nodes spreads a fine-tune over several nodes; use it with finetune")
     argv = list(args.command_line[1:])
     cut = argv.index("--") if "--" in argv else len(argv)
     argv[cut:cut] = list(extra)  # before a passed-through command

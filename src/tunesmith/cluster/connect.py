@@ -91,8 +91,7 @@ def check_feasible(ray: types.ModuleType, request: dict[str, float], nodes: int 
     """Fail now, listing what each node offers, when no node (or fewer than `nodes`) could
     ever hold `request`: Ray would otherwise queue the run forever."""
     alive = [n for n in ray.nodes() if n.get("Alive")]
-    fits = [n for n in alive if all(n["Resources"].get(k, 0) >= v for k, v in request.items())]
-    if len(fits) >= nodes:
+    if sum(_how_many(n["Resources"], request) for n in alive) >= nodes:
         return
     wanted = ", ".join(
         f"{v / 1e9:.1f} GB" if k == "memory" else f"{v:g} {k}" for k, v in request.items()
@@ -100,11 +99,17 @@ def check_feasible(ray: types.ModuleType, request: dict[str, float], nodes: int 
     offers = "; ".join(
         f"{n.get('NodeManagerAddress', '?')}: {_describe(n['Resources'])}" for n in alive
     )
-    where = "any node" if nodes == 1 else f"{nodes} nodes"
+    where = "any node" if nodes == 1 else f"each of {nodes} workers"
     raise ClusterError(
         f"no cluster node can run this: it asks for {wanted or 'nothing'} on {where}, "
         f"and the nodes offer {offers or 'nothing (no live nodes)'}"
     )
+
+
+def _how_many(offer: dict[str, float], request: dict[str, float]) -> int:
+    """How many copies of `request` one node could hold at once."""
+    counts = [int(offer.get(k, 0) // v) for k, v in request.items() if v > 0]
+    return min(counts) if counts else 1
 
 
 def node_summary(ray: types.ModuleType) -> list[dict[str, Any]]:

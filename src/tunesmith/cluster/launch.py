@@ -28,7 +28,9 @@ def job_options(config: ClusterConfig, name: str) -> dict[str, Any]:
         "num_cpus": config.cpus,
         "num_gpus": config.gpus,
     }
-    if config.memory is not None:
+    if config.nodes > 1:  # the Ray Train workers hold the request; the job only watches
+        options.update(num_cpus=0, num_gpus=0)
+    elif config.memory is not None:
         options["memory"] = int(config.memory * 1e9)
     return options
 
@@ -57,7 +59,7 @@ def start_job(
     """Start the job for run `run_id` (argv: `[subcommand, ...]`); returns what the run's
     `info.cluster` records about it."""
     ray = connect(config.address)
-    check_feasible(ray, config.resources())
+    check_feasible(ray, config.resources(), config.nodes)
     found = job_inputs.collect(ws, argv)
     for used_id, ref in found.uses:
         ws.add_use(run_id, used_id, ref)
@@ -69,7 +71,7 @@ def start_job(
     numbers = [ray.get(actor.import_run.remote(r)) for r in found.runs]
     places = [ray.get(actor.place_files.remote(p["dest"], p["files"])) for p in found.paths]
     command = found.command(numbers, places)
-    ray.get(actor.start.remote(command, {}))
+    ray.get(actor.start.remote(command, {}, config.nodes, config.resources()))
     names = {f"runs/{n}": f"runs/{r['id']}" for n, r in zip(numbers, found.runs, strict=True)}
     names.update({place: p["local"] for place, p in zip(places, found.paths, strict=True)})
     for n, r in zip(numbers, found.runs, strict=True):

@@ -9,6 +9,7 @@ sha256) so that a client can copy them back. Being detached, it outlives the cli
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -99,8 +100,11 @@ class RemoteJob:
 
     # -- the command ---------------------------------------------------------------------
 
-    def start(self, argv: list[str], env: dict[str, str]) -> int:
-        """Run `tunesmith ARGV` in the job's workspace; returns the job's run number there."""
+    def start(
+        self, argv: list[str], env: dict[str, str], nodes: int = 1, resources: dict | None = None
+    ) -> int:
+        """Run `tunesmith ARGV` in the job's workspace (over `nodes` Ray Train workers, each
+        holding `resources`, when more than one); returns the job's run number there."""
         if self.started:
             return self.run_id
         self.workspace.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -115,11 +119,33 @@ class RemoteJob:
         full_env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
         full_env.update(env, TUNESMITH_HOME=str(self.workspace.root), PYTHONUNBUFFERED="1")
         argv = [sys.executable, "-m", "tunesmith", *argv]
+        if nodes > 1:
+            argv = [
+                sys.executable,
+                "-m",
+                "tunesmith.cluster.nodes",
+                self._spec(argv[3:], nodes, resources),
+            ]
         ready = threading.Event()
         threading.Thread(target=self._supervise, args=(argv, full_env, ready), daemon=True).start()
         ready.wait()
         self.started = True
         return self.run_id
+
+    def _spec(self, argv: list[str], nodes: int, resources: dict | None) -> str:
+        import ray
+
+        context = ray.get_runtime_context()
+        spec = {
+            "argv": argv,
+            "workspace": str(self.workspace.root),
+            "address": context.gcs_address,
+            "namespace": context.namespace,
+            "nodes": nodes,
+            "resources": resources or {"CPU": 1},
+            "name": self.folder.name,
+        }
+        return json.dumps(spec)
 
     def _supervise(self, argv: list[str], env: dict[str, str], ready: threading.Event) -> None:
         # Started from this thread, which lives as long as the command: the command gets
