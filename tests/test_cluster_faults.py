@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 
 import pytest
@@ -12,7 +13,7 @@ import ray
 from ray_cluster import start_tunesmith, tunesmith, wait_for
 
 from tunesmith.cli import main
-from tunesmith.runs import open_workspace
+from tunesmith.runs import Workspace, open_workspace
 from tunesmith.train.checkpoints import list_checkpoints
 
 pytestmark = pytest.mark.cluster
@@ -119,8 +120,8 @@ def test_two_processes_syncing_at_once_never_corrupt_the_run(ray_cluster, worksp
 
 
 FINETUNE = [
-    "--max-steps", "200", "--dropout", "0", "--samples", "0", "--report-samples", "0",
-    "--no-progress", "--lr", "1e-3", "--eval-every", "1000", "--save-every", "4",
+    "--max-steps", "12", "--dropout", "0", "--samples", "0", "--report-samples", "0",
+    "--no-progress", "--lr", "1e-3", "--eval-every", "1000", "--save-every", "2",
     "--batch-size", "4", "--seed", "0", "--warmup", "3",
 ]  # fmt: skip
 
@@ -134,10 +135,16 @@ def test_a_dead_worker_fails_the_run_and_resume_continues_it(
     data.write_text("\n".join(f"Joke {i}: " + "ha " * (i % 7) + "the end." for i in range(24)))
     args = ["finetune", "--model", str(tiny_model_dir), "--data", str(data), *FINETUNE]
     proc = start_tunesmith(*args, "--cluster", ray_cluster.address)
-    actor = _job()
-    checkpoints = workspace / "runs" / "1" / "checkpoints"
-    wait_for(lambda: list_checkpoints(checkpoints.parent), what="a checkpoint pulled here")
-    ray.kill(actor)
+    name = _job_name()
+    # Freeze the job at its first checkpoint (whatever the machine's speed), let the client
+    # copy that back, then kill the job's worker, as a node dying would.
+    job_run = ray_cluster.cache / "jobs" / name / "workspace" / "runs" / "1"
+    wait_for(lambda: list_checkpoints(job_run), interval=0.05, what="a checkpoint there")
+    job_pid = Workspace(job_run.parent.parent).get(1).pid
+    os.killpg(job_pid, signal.SIGSTOP)
+    wait_for(lambda: list_checkpoints(workspace / "runs" / "1"), what="a checkpoint pulled here")
+    ray.kill(ray.get_actor(name, namespace="tunesmith"))
+    os.killpg(job_pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
     run = open_workspace().get(1)

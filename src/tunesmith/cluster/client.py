@@ -20,6 +20,7 @@ from tunesmith.cluster.connect import ClusterError, require_ray
 from tunesmith.cluster.launch import create_run, log_line, start_job
 from tunesmith.cluster.session import Remote
 from tunesmith.errors import TunesmithError, UsageError
+from tunesmith.runs.outputs import scan_outputs
 from tunesmith.runs.record import Terminated
 from tunesmith.runs.workspace import Workspace, open_workspace
 
@@ -43,7 +44,7 @@ def submit(
         with _sigterm_as_interrupt():
             cluster = start_job(ws, run_id, argv, config, kill_after)
     except BaseException as e:
-        _fail_unstarted(ws, run_id, e)
+        _fail_here(ws, run_id, e)
         raise
     info = dict(ws.get(run_id).info, cluster=cluster)
     ws.update(run_id, info=info)
@@ -56,8 +57,9 @@ def submit(
     return follow(ws, run_id)
 
 
-def _fail_unstarted(ws: Workspace, run_id: int, error: BaseException) -> None:
-    """Record a run whose job never started as failed (or interrupted), with nothing in it."""
+def _fail_here(ws: Workspace, run_id: int, error: BaseException) -> None:
+    """Record a run as failed (or interrupted) here, with what it holds: its job never
+    started, or its cluster is gone."""
     interrupted = isinstance(error, KeyboardInterrupt)
     message = str(error) or type(error).__name__
     if not isinstance(error, (TunesmithError, KeyboardInterrupt)):
@@ -65,7 +67,7 @@ def _fail_unstarted(ws: Workspace, run_id: int, error: BaseException) -> None:
     run = ws.get(run_id)
     ws.finish(
         run_id,
-        [],
+        scan_outputs(ws.run_dir(run_id)),
         status="interrupted" if interrupted else "failed",
         exit_code=getattr(error, "exit_code", 130 if interrupted else 1),
         error=message,
@@ -95,6 +97,12 @@ def follow(ws: Workspace, run_id: int, echo: bool = True) -> int:
         raise
     except ray.exceptions.RayActorError as e:
         return remote.finish(None, _actor_death(e), echo=echo)
+    except ray.exceptions.RayError as e:  # the cluster, not the job, is in trouble
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ClusterError(
+            f"lost contact with the cluster ({first}); run {run_id} may still be running "
+            f"there: `tunesmith runs sync {run_id}` later, or `tunesmith runs stop {run_id}`"
+        ) from None
     return remote.finish(result, echo=echo)
 
 
@@ -139,8 +147,13 @@ def sync(ws: Workspace, run_id: int) -> str:
 
 
 def stop(ws: Workspace, run_id: int) -> int:
-    """Stop a remote run and wait for it to record its end here; its exit code."""
-    remote = Remote(ws, run_id)
+    """Stop a remote run and wait for it to record its end here; its exit code. With its
+    cluster unreachable, the run is marked failed here (the job cannot be told)."""
+    try:
+        remote = Remote(ws, run_id)
+    except ClusterError as e:
+        _fail_here(ws, run_id, ClusterError(f"stopped here; {e}"))
+        return 1
     if remote.actor is None:
         return remote.finish(None, "the cluster no longer has this run's job", echo=False)
     try:

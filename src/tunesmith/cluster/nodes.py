@@ -16,11 +16,15 @@ import sys
 import tempfile
 from typing import Any
 
+from tunesmith.cluster.config import ADDRESS_VARIABLES
+
 
 def train_worker(spec: dict[str, Any]) -> None:
     """One Ray Train worker: `tunesmith ARGV` as a rank of the DDP group."""
     from tunesmith.cli import main
 
+    for name in ADDRESS_VARIABLES:  # this rank runs here; it must not send itself on again
+        os.environ.pop(name, None)
     os.environ["TUNESMITH_HOME"] = spec["workspace"]
     os.chdir(spec["workspace"])
     code = main(spec["argv"])
@@ -33,6 +37,7 @@ def run(spec: dict[str, Any]) -> int:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # the workers' lines go into a log file
     ray.init(address=spec["address"], namespace=spec["namespace"], log_to_driver=True)
     gpus = spec["resources"].get("GPU", 0)
     trainer = TorchTrainer(

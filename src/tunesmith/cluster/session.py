@@ -17,7 +17,7 @@ from tunesmith.runs.display import format_duration
 from tunesmith.runs.outputs import RECORDS_DIR, scan_outputs
 from tunesmith.runs.workspace import Workspace, remove_tree
 
-PULL_EVERY = 2.0  # seconds between looks for finished folders while the job runs
+PULL_EVERY = 1.0  # seconds between looks for finished folders while the job runs
 # JSON records naming the job's inputs, renamed back on arrival: tunesmith.train.config's
 # CONFIG_FILE (spelled out: importing tunesmith.train loads torch, seconds before any output).
 RECORDED_FILES = ("finetune_config.json",)
