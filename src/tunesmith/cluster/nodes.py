@@ -2,16 +2,19 @@
 
 The job's actor runs `python -m tunesmith.cluster.nodes SPEC` as its command. This driver starts
 a TorchTrainer whose N workers (one per node where the cluster has them; gloo on CPU, NCCL on
-GPU) each run `tunesmith finetune ...` in-process, in the process group Ray Train set up: the
-same environment torchrun gives (RANK, WORLD_SIZE, LOCAL_RANK), so training is the existing DDP
-code path and equals one process with the same global batch. Rank 0 records the run in the
-job's workspace, which must be on the job's node (Ray Train puts rank 0 beside its driver).
+GPU) each run `tunesmith finetune ...` with the environment torchrun gives (MASTER_ADDR/PORT,
+RANK, WORLD_SIZE, LOCAL_RANK), so training is the existing DDP code path and equals one process
+with the same global batch. Rank 0 records the run in the job's workspace, which must be on the
+job's node (Ray Train puts rank 0 beside its driver). Ray Train's own process group (gloo) only
+passes rank 0's address to the others.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 from typing import Any
@@ -20,16 +23,39 @@ from tunesmith.cluster.config import ADDRESS_VARIABLES
 
 
 def train_worker(spec: dict[str, Any]) -> None:
-    """One Ray Train worker: `tunesmith ARGV` as a rank of the DDP group."""
-    from tunesmith.cli import main
+    """One Ray Train worker: `tunesmith ARGV` as one rank of the DDP group, in a process of its
+    own with the variables torchrun would give it (rank 0's address shared over Ray Train's
+    process group)."""
+    import ray.train
+    import torch.distributed as dist
 
-    for name in ADDRESS_VARIABLES:  # this rank runs here; it must not send itself on again
-        os.environ.pop(name, None)
-    os.environ["TUNESMITH_HOME"] = spec["workspace"]
-    os.chdir(spec["workspace"])
-    code = main(spec["argv"])
+    context = ray.train.get_context()
+    rendezvous = [None]
+    if context.get_world_rank() == 0:
+        rendezvous = [(ray.util.get_node_ip_address(), _free_port())]
+    dist.broadcast_object_list(rendezvous, src=0)
+    address, port = rendezvous[0]
+    env = {k: v for k, v in os.environ.items() if k not in ADDRESS_VARIABLES}
+    env.update(
+        TUNESMITH_HOME=spec["workspace"],
+        MASTER_ADDR=address,
+        MASTER_PORT=str(port),
+        RANK=str(context.get_world_rank()),
+        WORLD_SIZE=str(context.get_world_size()),
+        LOCAL_RANK=str(context.get_local_rank()),
+        LOCAL_WORLD_SIZE=str(context.get_local_world_size()),
+        PYTHONUNBUFFERED="1",
+    )
+    argv = [sys.executable, "-m", "tunesmith", *spec["argv"]]
+    code = subprocess.call(argv, cwd=spec["workspace"], env=env)
     if code:
-        raise RuntimeError(f"tunesmith {' '.join(spec['argv'][:1])} exited with code {code}")
+        raise RuntimeError(f"tunesmith {spec['argv'][0]} exited with code {code}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 def run(spec: dict[str, Any]) -> int:
@@ -49,7 +75,7 @@ def run(spec: dict[str, Any]) -> int:
             resources_per_worker=spec["resources"],
             placement_strategy="SPREAD",  # one per node where there are enough
         ),
-        torch_config=TorchConfig(backend="nccl" if gpus > 0 else "gloo"),
+        torch_config=TorchConfig(backend="gloo"),  # the ranks pick NCCL themselves on GPUs
         run_config=RunConfig(
             name=spec["name"], storage_path=tempfile.mkdtemp(prefix="tunesmith-train-")
         ),
