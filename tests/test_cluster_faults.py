@@ -43,7 +43,9 @@ def test_detach_then_follow_then_sync(ray_cluster, workspace, capsys):
     assert "tunesmith logs 1 --follow" in capsys.readouterr().out
     ws = open_workspace()  # the dead-process check leaves a detached remote run alone
     assert ws.get(1).status == "running"
-    assert main(["runs"]) == 0 and "running" in capsys.readouterr().out
+    assert main(["runs"]) == 0
+    row = capsys.readouterr().out.splitlines()[1]
+    assert "running" in row and f"on cluster {ray_cluster.address}" in row
 
     assert main(["logs", "1", "--follow"]) == 0  # re-attaches until the job ends
     out = capsys.readouterr()

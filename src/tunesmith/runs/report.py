@@ -19,6 +19,9 @@ def summary(workspace: Workspace, run: Run) -> str:
     """The run's own summary, else why it did not succeed, else the size of its outputs."""
     if run.summary:
         return run.summary
+    cluster = run.info.get("cluster", {})
+    if run.status == "running" and cluster.get("job"):  # a remote run (tunesmith.cluster)
+        return f"on cluster {cluster['address']} ({cluster.get('node')}, {cluster.get('device')})"
     if run.status in ("failed", "interrupted") and run.error:
         return run.error
     outputs = workspace.outputs(run.id)
