@@ -19,7 +19,7 @@ from tunesmith.cluster.config import ClusterConfig
 from tunesmith.cluster.connect import ClusterError, require_ray
 from tunesmith.cluster.launch import create_run, log_line, start_job
 from tunesmith.cluster.session import Remote
-from tunesmith.errors import TunesmithError, UsageError
+from tunesmith.errors import TunesmithError
 from tunesmith.runs.outputs import scan_outputs
 from tunesmith.runs.record import Terminated
 from tunesmith.runs.workspace import Workspace, open_workspace
@@ -138,9 +138,7 @@ def sync(ws: Workspace, run_id: int) -> str:
         if remote.step(echo=False):
             remote.finish(remote.ray.get(remote.actor.result.remote()), echo=False)
         else:
-            remote.pull_finished_folders()
-            remote._last_listing.clear()
-            remote.pull_finished_folders()
+            remote.pull_finished(settle=1.0)
     except remote.ray.exceptions.RayActorError as e:
         remote.finish(None, _actor_death(e), echo=False)
     return ws.get(run_id).status
@@ -164,11 +162,6 @@ def stop(ws: Workspace, run_id: int) -> int:
     return remote.finish(result, "stopped; the job did not record its end in time", echo=False)
 
 
-def is_remote(ws: Workspace, run_id: int) -> bool:
-    run = ws.get(run_id)
-    return bool(run and run.info.get("cluster", {}).get("job"))
-
-
 def _raise_terminated(signum, frame):
     raise Terminated()
 
@@ -183,9 +176,3 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-
-
-def require_address(config: ClusterConfig) -> str:
-    if config.address is None:
-        raise UsageError("no cluster given: pass --cluster HOST:PORT or set TUNESMITH_CLUSTER")
-    return config.address

@@ -7,7 +7,6 @@ import importlib.util
 import logging
 import socket
 import types
-from typing import Any
 
 from tunesmith.errors import TunesmithError, UsageError
 
@@ -110,12 +109,3 @@ def _how_many(offer: dict[str, float], request: dict[str, float]) -> int:
     """How many copies of `request` one node could hold at once."""
     counts = [int(offer.get(k, 0) // v) for k, v in request.items() if v > 0]
     return min(counts) if counts else 1
-
-
-def node_summary(ray: types.ModuleType) -> list[dict[str, Any]]:
-    """Live nodes with their total resources, for messages and benchmarks."""
-    return [
-        {"address": n.get("NodeManagerAddress"), "resources": n.get("Resources", {})}
-        for n in ray.nodes()
-        if n.get("Alive")
-    ]

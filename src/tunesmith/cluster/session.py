@@ -66,11 +66,15 @@ class Remote:
                 out.write(text)
                 out.flush()
 
-    def pull_finished_folders(self) -> None:
+    def pull_finished(self, settle: float | None = None) -> None:
         """Copy files and folders that have not changed since the last look (a checkpoint is
-        written aside and renamed into place, so once it is listed it is complete)."""
+        written aside and renamed into place, so once it is listed it is complete); with
+        `settle`, look twice that many seconds apart first."""
+        if settle is not None:
+            self._last_listing = _signatures(self.ray.get(self.actor.listing.remote()))
+            time.sleep(settle)
         listing = self.ray.get(self.actor.listing.remote())
-        now = {f["path"]: (f["size"], f["mtime_ns"]) for f in listing}
+        now = _signatures(listing)
         stable = {p for p, sig in now.items() if self._last_listing.get(p) == sig}
         self._last_listing = now
         units: dict[str, list[dict[str, Any]]] = {}
@@ -112,7 +116,7 @@ class Remote:
         last_pull = time.monotonic()
         while not self.step(echo):
             if time.monotonic() - last_pull >= PULL_EVERY:
-                self.pull_finished_folders()
+                self.pull_finished()
                 last_pull = time.monotonic()
             time.sleep(interval)
         return self.ray.get(self.actor.result.remote())
@@ -184,6 +188,10 @@ class Remote:
             if folder.is_dir() and folder.name != RECORDS_DIR and not any(folder.iterdir()):
                 folder.rmdir()  # left empty by the removals above
         state.save(self.records)
+
+
+def _signatures(listing: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    return {f["path"]: (f["size"], f["mtime_ns"]) for f in listing}
 
 
 def _fields_from(result: dict[str, Any] | None, reason: str | None, names: dict[str, str]) -> dict:

@@ -7,7 +7,6 @@ node: `blobs/<sha256>`, `envs/` (the `--pip` environments, shared by all jobs) a
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path, PurePosixPath
@@ -66,7 +65,3 @@ class BlobStore:
     def copy_out(self, sha: str, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.path(sha), dest)
-
-
-def bytes_sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
