@@ -9,6 +9,7 @@ dropped (they mean something here, not there).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,10 @@ LOCAL_FLAGS = {
 }
 # Flags whose run reference may name an unfinished run (resuming a failed fine-tune).
 UNFINISHED_OK = {"--resume"}
+# A resumed fine-tune reads its inputs from the run's saved config (tunesmith.train.config's
+# CONFIG_FILE; not imported: that loads torch): they travel too, renamed in the worker's copy.
+RESUMED_CONFIG = "finetune_config.json"
+RESUMED_INPUTS = ("model", "data")
 
 
 @dataclass
@@ -52,14 +57,16 @@ class Inputs:
 
     def command(self, run_numbers: list[int], places: list[str]) -> list[str]:
         """The command line with the worker's run numbers and paths filled in."""
-        out = []
-        for arg in self.argv:
-            for i, number in enumerate(run_numbers):
-                arg = arg.replace(f"{{run:{i}}}", str(number))
-            for i, place in enumerate(places):
-                arg = arg.replace(f"{{path:{i}}}", place)
-            out.append(arg)
-        return out
+        return [fill(arg, run_numbers, places) for arg in self.argv]
+
+
+def fill(text: str, run_numbers: list[int], places: list[str]) -> str:
+    """`text` with `{run:I}` and `{path:I}` replaced by the worker's run numbers and paths."""
+    for i, number in enumerate(run_numbers):
+        text = text.replace(f"{{run:{i}}}", str(number))
+    for i, place in enumerate(places):
+        text = text.replace(f"{{path:{i}}}", place)
+    return text
 
 
 def strip_local_flags(argv: list[str]) -> list[str]:
@@ -94,6 +101,8 @@ def collect(workspace: Workspace, argv: list[str]) -> Inputs:
             continue
         owner = flag or previous
         value = _rewrite(workspace, inputs, run_index, value, owner in UNFINISHED_OK)
+        if owner == "--resume":
+            _resumed_inputs(workspace, inputs, run_index, value)
         inputs.argv.append(f"{flag}={value}" if sep else value)
         previous = ""
     return inputs
@@ -116,11 +125,34 @@ def _rewrite(
         name = f"runs/{{run:{run_index[resolved.run_id]}}}" + (f"/{sub}" if sub else "")
         return name + dest
     path = Path(value).expanduser()
+    known = [p["local"] for p in inputs.paths]
+    if value and os.path.exists(path) and str(path.resolve()) in known:
+        return f"{{path:{known.index(str(path.resolve()))}}}"
     if value and os.path.exists(path):
         dest = f"{len(inputs.paths)}/{path.resolve().name}"
         inputs.paths.append({"dest": dest, "local": str(path.resolve()), **_files(path)})
         return f"{{path:{len(inputs.paths) - 1}}}"
     return value
+
+
+def _resumed_inputs(
+    workspace: Workspace, inputs: Inputs, run_index: dict[int, int], placeholder: str
+) -> None:
+    """Send the model and data a resumed fine-tune's saved config names, and have the worker's
+    copy of that config name them as they are called there."""
+    record = next(
+        r for r in inputs.runs if placeholder.startswith(f"runs/{{run:{run_index[r['id']]}}}")
+    )
+    saved = workspace.run_dir(record["id"]) / RESUMED_CONFIG
+    try:
+        config = json.loads(saved.read_text())
+    except (OSError, ValueError):
+        return  # not a fine-tune: the worker's tunesmith says so
+    renames = {}
+    for key in RESUMED_INPUTS:
+        if isinstance(config.get(key), str):
+            renames[config[key]] = _rewrite(workspace, inputs, run_index, config[key], False)
+    record["renames"] = {k: v for k, v in renames.items() if k != v}
 
 
 def _run_record(workspace: Workspace, run_id: int) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 from tunesmith.cluster import inputs as job_inputs
 from tunesmith.cluster.config import ClusterConfig
 from tunesmith.cluster.connect import NAMESPACE, check_feasible, connect
+from tunesmith.cluster.inputs import RESUMED_CONFIG, fill
 from tunesmith.cluster.transfer import upload_missing
 from tunesmith.cluster.worker import RemoteJob
 from tunesmith.runs import environment
@@ -71,6 +72,10 @@ def start_job(
     numbers = [ray.get(actor.import_run.remote(r)) for r in found.runs]
     places = [ray.get(actor.place_files.remote(p["dest"], p["files"])) for p in found.paths]
     command = found.command(numbers, places)
+    for number, record in zip(numbers, found.runs, strict=True):
+        if record.get("renames"):
+            renames = {k: fill(v, numbers, places) for k, v in record["renames"].items()}
+            ray.get(actor.rename_inputs.remote(number, RESUMED_CONFIG, renames))
     ray.get(actor.start.remote(command, {}, config.nodes, config.resources()))
     names = {f"runs/{n}": f"runs/{r['id']}" for n, r in zip(numbers, found.runs, strict=True)}
     names.update({place: p["local"] for place, p in zip(places, found.paths, strict=True)})

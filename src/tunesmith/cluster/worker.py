@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tunesmith.cluster.names import map_json_file
 from tunesmith.cluster.store import BlobStore, cache_root, safe_relative
 from tunesmith.runs.outputs import RECORDS_DIR, scan_outputs, sha256_file
 from tunesmith.runs.process import _die_with_parent
@@ -89,6 +90,10 @@ class RemoteJob:
             info={"imported_from": record["id"]},
         )
         return run.id
+
+    def rename_inputs(self, run_id: int, name: str, renames: dict[str, str]) -> None:
+        """Name inputs in an imported run's saved config as they are called here."""
+        map_json_file(self.workspace.run_dir(run_id) / safe_relative(name), renames)
 
     def place_files(self, dest: str, files: list[dict[str, Any]]) -> str:
         """Copy a client's file or folder into the job; returns its absolute path here."""
