@@ -67,16 +67,20 @@ def start_job(
     name = f"tunesmith-{uuid.uuid4().hex[:12]}"
     started = time.monotonic()
     actor = ray.remote(RemoteJob).options(**job_options(config, name)).remote(name)
-    where = ray.get(actor.where.remote())
-    sent = upload_missing(ray, actor, found.shas())
-    numbers = [ray.get(actor.import_run.remote(r)) for r in found.runs]
-    places = [ray.get(actor.place_files.remote(p["dest"], p["files"])) for p in found.paths]
-    command = found.command(numbers, places)
-    for number, record in zip(numbers, found.runs, strict=True):
-        if record.get("renames"):
-            renames = {k: fill(v, numbers, places) for k, v in record["renames"].items()}
-            ray.get(actor.rename_inputs.remote(number, RESUMED_CONFIG, renames))
-    ray.get(actor.start.remote(command, {}, config.nodes, config.resources()))
+    try:
+        where = ray.get(actor.where.remote())
+        sent = upload_missing(ray, actor, found.shas())
+        numbers = [ray.get(actor.import_run.remote(r)) for r in found.runs]
+        places = [ray.get(actor.place_files.remote(p["dest"], p["files"])) for p in found.paths]
+        command = found.command(numbers, places)
+        for number, record in zip(numbers, found.runs, strict=True):
+            if record.get("renames"):
+                renames = {k: fill(v, numbers, places) for k, v in record["renames"].items()}
+                ray.get(actor.rename_inputs.remote(number, RESUMED_CONFIG, renames))
+        ray.get(actor.start.remote(command, {}, config.nodes, config.resources()))
+    except BaseException:
+        ray.kill(actor)  # detached: it would otherwise hold its resources for good
+        raise
     names = {f"runs/{n}": f"runs/{r['id']}" for n, r in zip(numbers, found.runs, strict=True)}
     names.update({place: p["local"] for place, p in zip(places, found.paths, strict=True)})
     for n, r in zip(numbers, found.runs, strict=True):
