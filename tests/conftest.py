@@ -127,3 +127,14 @@ def seed_csv() -> Path:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster (tests/ray_cluster.py) shared by the `cluster` tests; its address."""
+    pytest.importorskip("ray", reason="the cluster tests need Ray: pip install '.[cluster]'")
+    from ray_cluster import LocalRayCluster
+
+    cluster = LocalRayCluster()
+    yield cluster
+    cluster.stop()

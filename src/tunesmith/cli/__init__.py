@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from tunesmith import __version__
+from tunesmith.cli.remote import sync_named_runs
 from tunesmith.errors import TunesmithError
 
 SUBCOMMAND_MODULES = ["generate", "data", "finetune", "run", "runs", "serve", "ui"]
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.command_line = ["tunesmith", *argv]  # recorded with the run
     try:
+        sync_named_runs(args)  # a remote run named here comes back first (tunesmith.cluster)
         return int(args.handler(args) or 0)
     except TunesmithError as e:
         print(f"tunesmith: error: {e}", file=sys.stderr)

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from tunesmith.cli._common import add_run_options, run_for
 from tunesmith.cli.config_args import add_config_groups, given_options
+from tunesmith.cli.remote import add_cluster_arguments, cluster_config, run_remote
 from tunesmith.data import DataConfig, format_report, prepare_data
 
 GROUPS = {
@@ -31,10 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="file, folder, glob, URL or runs/N")
     add_config_groups(p, DataConfig, GROUPS)
     add_run_options(p, output_dir=True)
+    add_cluster_arguments(p)
     p.set_defaults(handler=run_data)
 
 
 def run_data(args: argparse.Namespace) -> int:
+    if (cluster := cluster_config(args)) is not None:
+        return run_remote(args, "data", cluster)
     given = given_options(args, DataConfig)
     if given.get("tokenizer", "").lower() == "none":
         given["tokenizer"] = None

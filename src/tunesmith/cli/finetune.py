@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tunesmith.cli._common import RefusedFlag, add_run_options, run_for
 from tunesmith.cli.config_args import add_config_arguments, add_config_groups, given_options
+from tunesmith.cli.remote import add_cluster_arguments, cluster_config, run_remote
 
 GROUPS = {
     "optimization": "lr weight_decay warmup schedule batch_size grad_accum max_grad_norm epochs "
@@ -37,6 +38,7 @@ def _flags(p: argparse.ArgumentParser) -> None:
     add_config_groups(p, FinetuneConfig, GROUPS)
     add_config_arguments(p.add_argument_group("several processes (torchrun)"), LaunchConfig)
     add_run_options(p, output_dir=True)
+    add_cluster_arguments(p)
     # -m is --mount in `tunesmith run` (as in Spell); here a user may mean --model.
     message = "finetune has no -m: use --model (-m is --mount in `tunesmith run`)"
     p.add_argument("-m", action=RefusedFlag, message=message)
@@ -49,6 +51,14 @@ def run_finetune(args: argparse.Namespace) -> int:
     from tunesmith.train.resume import resume_config
 
     given = given_options(args, FinetuneConfig)
+    if (cluster := cluster_config(args)) is not None:
+        if not given.get("resume"):
+            FinetuneConfig(**given)  # bad values fail before a run is created
+        # --gpus N on one node: the DDP launcher there, one process per GPU
+        gpus = int(cluster.gpus)
+        one_node = gpus > 1 and cluster.nodes == 1 and not hasattr(args, "nproc")
+        extra = ["--nproc", str(gpus)] if one_node else []
+        return run_remote(args, "finetune", cluster, extra)
     processes = LaunchConfig(**given_options(args, LaunchConfig))
     if processes.distributed and not in_launched_process():
         return launch(args.command_line[1:], **asdict(processes))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tunesmith.cli._common import add_run_options, run_for
 from tunesmith.cli.config_args import add_config_arguments, given_options
+from tunesmith.cli.remote import add_cluster_arguments, cluster_config, run_remote
 from tunesmith.errors import UsageError
 from tunesmith.files import write_text_atomically
 from tunesmith.options import option
@@ -58,9 +59,12 @@ def _flags(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p, GenerateJob)
     add_config_arguments(p.add_argument_group("sampling"), GenerationConfig)
     add_run_options(p)
+    add_cluster_arguments(p)
 
 
 def handle(args: argparse.Namespace) -> int:
+    if (cluster := cluster_config(args)) is not None:
+        return run_remote(args, "generate", cluster)
     from tunesmith.generate import GenerationConfig, TextGenerator
 
     job = GenerateJob(**given_options(args, GenerateJob))

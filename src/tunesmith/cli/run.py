@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from tunesmith.cli._common import add_name_option, add_workspace_option
+from tunesmith.cli.remote import add_cluster_arguments, cluster_config, run_remote
 from tunesmith.jobs import JobSpec, parse_env, run_job
 from tunesmith.runs import Terminated
 
@@ -60,6 +61,7 @@ def register(subparsers) -> None:
     )
     add_workspace_option(p)
     add_name_option(p)
+    add_cluster_arguments(p)
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND", help="what to run, after --")
     p.set_defaults(handler=run)
 
@@ -77,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         env=parse_env(args.env),
         kill_after=args.kill_after,
     )
+    if (cluster := cluster_config(args)) is not None:
+        return run_remote(args, "run", cluster)
     try:
         return run_job(config, workspace=args.workspace, argv=args.command_line, name=args.run_name)
     except Terminated:

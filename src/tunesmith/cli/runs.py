@@ -9,9 +9,11 @@ import sys
 import time
 
 from tunesmith.cli._common import add_workspace_option
+from tunesmith.errors import RunError
 from tunesmith.runs import open_workspace
 from tunesmith.runs.references import pick_run
 from tunesmith.runs.removal import remove_run
+from tunesmith.runs.stop import is_running_remote, stop_local_run
 from tunesmith.runs.views import describe_text, follow_log, runs_table, verify_line
 
 
@@ -49,6 +51,16 @@ def register(subparsers) -> None:
     )
     add_workspace_option(reindex, nested=True)
     reindex.set_defaults(handler=reindex_runs)
+
+    sync = actions.add_parser("sync", help="copy a remote run's outputs back (so far)")
+    sync.add_argument("run", metavar="N", help="run id, runs/N or runs/last")
+    add_workspace_option(sync, nested=True)
+    sync.set_defaults(handler=sync_run)
+
+    stop = actions.add_parser("stop", help="stop a running run, here or on its cluster")
+    stop.add_argument("run", metavar="N", help="run id, runs/N or runs/last")
+    add_workspace_option(stop, nested=True)
+    stop.set_defaults(handler=stop_run)
 
     logs = subparsers.add_parser("logs", help="print a run's log")
     logs.add_argument("run", metavar="N", help="run id, runs/N or runs/last")
@@ -111,7 +123,43 @@ def reindex_runs(args: argparse.Namespace) -> int:
 def show_logs(args: argparse.Namespace) -> int:
     workspace = open_workspace(args.workspace)
     run_id = pick_run(workspace, args.run)
-    for text in follow_log(workspace, run_id, follow=args.follow, sleep=time.sleep):
+    remote = args.follow and is_running_remote(workspace, run_id)
+    for text in follow_log(workspace, run_id, follow=args.follow and not remote, sleep=time.sleep):
         sys.stdout.write(text)
         sys.stdout.flush()
+    if remote:  # re-attach: the rest comes from the cluster (and into the log)
+        from tunesmith.cluster.client import follow
+
+        follow(workspace, run_id)
+    return 0
+
+
+def sync_run(args: argparse.Namespace) -> int:
+    workspace = open_workspace(args.workspace)
+    run_id = pick_run(workspace, args.run)
+    if not workspace.get(run_id).info.get("cluster", {}).get("job"):
+        raise RunError(f"run {run_id} ran here, not on a cluster: there is nothing to sync")
+    from tunesmith.cluster.client import sync
+
+    status = sync(workspace, run_id)
+    outputs = workspace.outputs(run_id)
+    print(
+        f"run {run_id} {status}" + (f"; {len(outputs)} outputs here" if status != "running" else "")
+    )
+    return 0
+
+
+def stop_run(args: argparse.Namespace) -> int:
+    workspace = open_workspace(args.workspace)
+    run_id = pick_run(workspace, args.run)
+    run = workspace.get(run_id)
+    if run.status != "running":
+        raise RunError(f"run {run_id} is not running (it {run.status})")
+    if run.info.get("cluster", {}).get("job"):
+        from tunesmith.cluster.client import stop
+
+        stop(workspace, run_id)
+    else:
+        stop_local_run(workspace, run_id)
+    print(f"run {run_id} {workspace.get(run_id).status}")
     return 0

@@ -27,6 +27,9 @@ def summary(workspace: Workspace, run: Run) -> str:
         return f"its folder was removed; `tunesmith runs rm {run.id}` forgets it"
     if run.summary:
         return run.summary
+    cluster = run.info.get("cluster", {})
+    if run.status == "running" and cluster.get("job"):  # a remote run (tunesmith.cluster)
+        return f"on cluster {cluster['address']} ({cluster.get('node')}, {cluster.get('device')})"
     if run.status in ("failed", "interrupted") and run.error:
         return run.error
     outputs = workspace.outputs(run.id)

@@ -336,6 +336,8 @@ class Workspace:
             if environment.process_alive(pid, proc_start):
                 continue
             run = self.get(run_id)
+            if run.info.get("cluster", {}).get("job"):  # its cluster job, not this pid, is the run
+                continue
             log = self.records_dir(run_id) / "log.txt"
             ended = log.stat().st_mtime if log.exists() else time.time()  # last sign of life
             run_dir = self.run_dir(run_id)
