@@ -26,7 +26,7 @@ class ModelSize:
     n_embd: int
     lr: float  # peak learning rate
     dropout: float  # embedding, residual and attention-probability dropout of the config
-    # GPT2Config.num_parameters() of this shape (a test checks it), written out so that --help
+    # the parameter count of GPT2 in this shape (a test checks it), written out so that --help
     # lists the sizes without importing torch.
     num_parameters: int
 
