@@ -11,10 +11,10 @@ import signal
 import pytest
 import ray
 from ray_cluster import start_tunesmith, tunesmith, wait_for
-from tunesmith.train.checkpoints import list_checkpoints
 
 from tunesmith.cli import main
 from tunesmith.runs import Workspace, open_workspace
+from tunesmith.train.resume_state import list_checkpoints
 
 pytestmark = pytest.mark.cluster
 

@@ -12,7 +12,7 @@ import openai
 import pytest
 import torch
 
-from tunesmith.decoding import SamplingSettings, Sequence, decode
+from tunesmith.decoding import DecodingSequence, SamplingSettings, decode
 from tunesmith.generate import TextGenerator
 from tunesmith.model import GPT2, GPT2Config
 from tunesmith.server import CompletionServer, ServerConfig
@@ -45,7 +45,7 @@ def small_model():
 def alone(model, i: int, length: int) -> list[int]:
     """Sequence i decoded by itself, as `TextGenerator.generate` decodes it."""
     settings = SamplingSettings(length, ignore_eos=True, **SETTINGS[i])
-    seq = Sequence.start(list(PROMPTS[i]), settings, 50 + i)
+    seq = DecodingSequence.start(list(PROMPTS[i]), settings, 50 + i)
     for _ in decode(model, [seq], EOS):
         pass
     return seq.new_ids

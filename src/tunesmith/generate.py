@@ -76,10 +76,6 @@ class GenerationRequest:
     seed: int
 
 
-# The name server/ imports until it moves to GenerationRequest.
-Request = GenerationRequest
-
-
 class _TextState:
     """Incremental text of one sequence: stop strings cut it, and text that might still
     become a stop string or an incomplete UTF-8 character is held back from streaming."""
