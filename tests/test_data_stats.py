@@ -14,7 +14,7 @@ from tunesmith.tokenizer import GPT2Tokenizer
 def test_token_lengths_match_encode(gpt2_vocab_dir):
     tok = GPT2Tokenizer.from_folder(gpt2_vocab_dir)
     texts = ["Hello world", "A much longer sentence, with punctuation!", "x"] * 700
-    assert token_lengths(tok, texts) == [len(tok.encode(t)) for t in texts]
+    assert list(token_lengths(tok, texts)) == [len(tok.encode(t)) for t in texts]
     assert tok.encode("Hello world") == [15496, 995]  # GPT-2's ids
 
 

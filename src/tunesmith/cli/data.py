@@ -7,6 +7,7 @@ import sys
 from dataclasses import replace
 
 from tunesmith.cli._common import add_run_options, run_for
+from tunesmith.cli.config_args import add_config_arguments
 from tunesmith.data import DataConfig, format_report, prepare_data
 from tunesmith.data.config import ERROR_MODES, FORMATS, SPLITS
 
@@ -44,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="MB",
         help="refuse larger downloads (default: 200)",
     )
+    add_config_arguments(read, DataConfig, only=["max_input_mb"])
     read.add_argument(
         "--timeout", type=float, default=30.0, metavar="S", help="seconds per download try"
     )
@@ -99,6 +101,8 @@ def run_data(args: argparse.Namespace) -> int:
         tokenizer=None if args.tokenizer.lower() == "none" else args.tokenizer,
         context=args.context,
         max_download_mb=args.max_download_mb,
+        # A flag made from its DataConfig field: absent from args unless given.
+        max_input_mb=getattr(args, "max_input_mb", DataConfig.max_input_mb),
         timeout=args.timeout,
         retries=args.retries,
     )
