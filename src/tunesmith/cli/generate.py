@@ -96,6 +96,8 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _read_prompt(args: argparse.Namespace) -> str:
+    for flag, value in [("--prompt", args.prompt), *(("--stop", s) for s in args.stop)]:
+        _require_utf8(flag, value)
     if not args.prompt_file:
         return args.prompt
     try:
@@ -104,6 +106,20 @@ def _read_prompt(args: argparse.Namespace) -> str:
         raise UsageError(f"prompt file {args.prompt_file} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read prompt file {args.prompt_file}: {e}") from None
+
+
+def _require_utf8(flag: str, value: str) -> None:
+    """Python hands over an argument that is not valid UTF-8 with its bytes escaped as lone
+    surrogates (U+DC80..U+DCFF), which no tokenizer accepts: name the byte instead."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        char = ord(value[e.start])
+        byte = f"byte 0x{char - 0xDC00:02x}" if 0xDC80 <= char <= 0xDCFF else f"U+{char:04X}"
+        raise UsageError(
+            f"{flag} is not valid UTF-8 text ({byte} at character {e.start + 1}); pass UTF-8 "
+            "text (check the terminal's encoding), or put the prompt in a file for --prompt-file"
+        ) from None
 
 
 def _stream_one(generator, prompt: str, config):

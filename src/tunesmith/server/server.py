@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from tunesmith.errors import UsageError
 from tunesmith.generate import TextGenerator
+from tunesmith.options import require_finite
 from tunesmith.server import protocol
 from tunesmith.server.batcher import Batcher
 from tunesmith.server.completions import CompletionService
@@ -44,6 +45,7 @@ class ServerConfig:
     max_choices: int = 64  # prompts x n in one request
 
     def __post_init__(self) -> None:
+        require_finite(self)
         if not 0 <= self.port <= 65535:
             raise UsageError(f"port must be between 0 and 65535, got {self.port}")
         if self.api_key is not None and not self.api_key.strip():

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import UsageError
+from tunesmith.options import require_finite
 
 PACKINGS = ("examples", "blocks")
 SCHEDULES = ("linear", "cosine", "constant")
@@ -66,6 +67,7 @@ class FinetuneConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        require_finite(self)
         if not self.data and not self.resume:
             raise UsageError("--data is required: a data run (runs/N) or a file tunesmith reads")
         _choice("--packing", self.packing, PACKINGS)
