@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import time
 
 import pytest
 
@@ -272,3 +273,20 @@ def test_a_full_disk_while_saving_the_model_says_the_checkpoints_are_intact(
     assert err.count("tunesmith: error:") == 1 and "Traceback" not in err
     assert "cannot write the fine-tuned model" in err and "the disk is full" in err
     assert "are intact, resume with --resume" in err
+
+
+@pytest.mark.slow
+def test_off_a_terminal_the_progress_bar_leaves_the_log_small(
+    workspace, tiny_model_dir, jokes_csv, capsys
+):
+    quiet = [a for a in FAST if a != "--no-progress"]  # the bar on, its stderr not a terminal
+    args = ["--model", str(tiny_model_dir), "--data", str(jokes_csv), "--max-steps", "88"]
+    cheap = ["--block-size", "8", "--eval-every", "88", "--keep-checkpoints", "1"]
+    started = time.monotonic()
+    assert main(["finetune", *args, *quiet, *cheap]) == 0
+    seconds = time.monotonic() - started
+    log = (workspace / "runs" / "1" / ".tunesmith" / "log.txt").read_text()
+    assert "\r" not in log  # no redrawn frames
+    bar_lines = [line for line in log.splitlines() if " step (" in line]
+    assert len(bar_lines) <= 1 + seconds / 30  # a plain line at most every 30 s
+    assert len(log.encode()) < 2000 + 120 * len(bar_lines), log  # a frame a step was 12 KB

@@ -139,17 +139,10 @@ def _stream_one(generator, prompt: str, config):
 
 def _generate_many(generator, prompt, num_samples, config, batch_size, fmt):
     """Samples in batches, each printed (in order) as soon as it and those before it end."""
-    from tqdm import tqdm
+    from tunesmith.progress import progress_bar
 
     pending, printed = {}, 0
-    with tqdm(
-        total=num_samples,
-        desc="generating",
-        unit="sample",
-        file=sys.stderr,
-        disable=None,
-        leave=False,
-    ) as bar:
+    with progress_bar(num_samples, "generating", "sample", leave=False) as bar:
 
         def on_sample(sample):
             nonlocal printed

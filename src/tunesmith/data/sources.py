@@ -12,11 +12,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from tunesmith.data.config import DataConfig
 from tunesmith.data.streams import is_gzip
 from tunesmith.errors import DataError
+from tunesmith.progress import progress_bar
 from tunesmith.version import __version__
 
 # Extensions a folder is searched for; explicit files and globs may have any extension.
@@ -177,15 +176,7 @@ def _fetch(url: str, dest: Path, config: DataConfig) -> str | None:
         if total is not None and total > limit:
             raise DataError(too_big)
         received = 0
-        bar = tqdm(
-            total=total,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=dest.name,
-            disable=None,
-            leave=False,
-        )
+        bar = progress_bar(total, dest.name, "B", unit_scale=True, unit_divisor=1024, leave=False)
         try:
             with bar, open(part, "wb") as out:
                 while chunk := response.read(CHUNK):

@@ -9,8 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
+from tunesmith.progress import progress_bar
 from tunesmith.runs.references import resolve_reference
 from tunesmith.tokenizer import GPT2Tokenizer
 
@@ -80,12 +79,8 @@ def token_lengths(
         total = len(texts)
         texts = iter(texts)
     lengths: array[int] = array("q")
-    with tqdm(
-        total=total,
-        unit="ex",
-        desc="tokenizing",
-        leave=False,
-        disable=None if total >= PROGRESS_FROM else True,
+    with progress_bar(
+        total, "tokenizing", "ex", enabled=total >= PROGRESS_FROM, leave=False
     ) as bar:
         while batch := list(itertools.islice(texts, TOKENIZE_BATCH)):
             lengths.extend(len(ids) for ids in tokenizer.encode_batch(batch))
