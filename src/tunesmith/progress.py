@@ -104,7 +104,8 @@ class PlainProgress:
             done += f"/{self._amount(self.total)} {unit} ({100 * self.n / self.total:.0f}%)"
         else:
             done += f" {unit}"
-        parts = [f"{self.desc}: {done}" if self.desc else done, f"{rate:,.2f} {unit}/s" if rate < 10 else f"{rate:,.0f} {unit}/s"]
+        speed = f"{rate:,.2f} {unit}/s" if rate < 10 else f"{rate:,.0f} {unit}/s"
+        parts = [f"{self.desc}: {done}" if self.desc else done, speed]
         parts += [f"{k}={v}" for k, v in self.postfix.items()]
         self.stream.write(", ".join(parts) + "\n")
         self.stream.flush()
