@@ -15,7 +15,7 @@ from tunesmith.tokenizer import GPT2Tokenizer
 def test_token_lengths_match_encode(gpt2_vocab_dir):
     tok = GPT2Tokenizer.from_folder(gpt2_vocab_dir)
     texts = ["Hello world", "A much longer sentence, with punctuation!", "x"] * 700
-    assert token_lengths(tok, texts) == [len(tok.encode(t)) for t in texts]
+    assert list(token_lengths(tok, texts)) == [len(tok.encode(t)) for t in texts]
     assert tok.encode("Hello world") == [15496, 995]  # GPT-2's ids
 
 
@@ -93,3 +93,28 @@ def test_report_is_aligned_and_lists_drop_reasons(tmp_path):
     assert rows["read"].split()[-1] == "5" and rows["kept"].split()[-1] == "2"
     assert rows["duplicate"].split()[-1] == "1" and rows["too long"].split()[-1] == "1"
     assert len({len(line) for line in rows.values()}) == 1  # counts right-aligned in one column
+
+
+def test_a_folder_of_many_files_is_summarized(tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(5000):
+        (folder / f"{i:04d}.txt").write_text(f"joke {i}\nanother joke {i}\n")
+    result = prepare_data([str(folder)], DataConfig(tokenizer=None), tmp_path / "out")
+    report = format_report(result)
+    read_lines = [line for line in report.splitlines() if line.startswith("Read ")]
+    assert read_lines[:4] == [
+        f"Read 2 examples from {folder / f'{i:04d}.txt'} (text)" for i in range(4)
+    ]
+    assert read_lines[4:] == [
+        "Read 9,992 examples from 4,996 more files (text); stats.json lists every file"
+    ]
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert len(stats["sources"]) == 5000 and result.kept == 10_000
+
+
+def test_a_few_files_are_each_named(tmp_path):
+    for i in range(5):
+        (tmp_path / f"{i}.txt").write_text(f"joke {i}\n")
+    result = prepare_data([str(tmp_path / "*.txt")], DataConfig(tokenizer=None), tmp_path / "o")
+    assert format_report(result).count("Read 1 examples from") == 5

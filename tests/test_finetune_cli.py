@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import time
 
 import pytest
 
@@ -221,3 +222,72 @@ def test_a_full_disk_fails_the_run_and_keeps_earlier_checkpoints(
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
     monkeypatch.setattr(resume_state, "save_file", real)
     assert main(["finetune", "--resume", "runs/1", "--no-progress"]) == 0
+
+
+def test_a_full_disk_under_torch_save_is_one_line_and_keeps_earlier_checkpoints(
+    workspace, tiny_model_dir, jokes_csv, monkeypatch, capsys
+):
+    # torch.save reports a short write as a RuntimeError from its zip writer, not an OSError.
+    real = resume_state.torch.save
+    calls = {"n": 0}
+
+    def fills_up(obj, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= 3:  # step 2 writes optimizer.pt and rng.pt; step 4 fails
+            with open(path, "wb") as f:
+                f.write(b"PK partial")
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing "
+                "file data/2: file write failed; unexpected pos 6720 vs 6612"
+            )
+        return real(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(resume_state.torch, "save", fills_up)
+    args = ["--model", str(tiny_model_dir), "--data", str(jokes_csv), "--max-steps", "6"]
+    assert main(["finetune", *args, "--save-every", "2", *FAST]) == 1
+    err = capsys.readouterr().err
+    assert err.count("tunesmith: error:") == 1 and err.endswith("--resume\n")
+    assert "Traceback" not in err and "RuntimeError" not in err
+    assert "cannot write step-0000004: the disk is full" in err
+    assert "earlier checkpoints are intact (step-0000002)" in err and "--resume" in err
+    assert _status(workspace, 1) == "failed"
+    run = workspace / "runs" / "1"
+    assert [p.name for p in resume_state.list_checkpoints(run)] == ["step-0000002"]
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+    monkeypatch.setattr(resume_state.torch, "save", real)
+    assert main(["finetune", "--resume", "runs/1", "--no-progress"]) == 0
+
+
+def test_a_full_disk_while_saving_the_model_says_the_checkpoints_are_intact(
+    workspace, tiny_model_dir, jokes_csv, monkeypatch, capsys
+):
+    from tunesmith import checkpoint
+
+    def no_space(*args, **kwargs):
+        raise RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+                           'message: "No space left on device" })')  # fmt: skip
+
+    monkeypatch.setattr(checkpoint, "save_file", no_space)
+    args = ["--model", str(tiny_model_dir), "--data", str(jokes_csv), "--max-steps", "2"]
+    assert main(["finetune", *args, *FAST]) == 1
+    err = capsys.readouterr().err
+    assert err.count("tunesmith: error:") == 1 and "Traceback" not in err
+    assert "cannot write the fine-tuned model" in err and "the disk is full" in err
+    assert "are intact, resume with --resume" in err
+
+
+@pytest.mark.slow
+def test_off_a_terminal_the_progress_bar_leaves_the_log_small(
+    workspace, tiny_model_dir, jokes_csv, capsys
+):
+    quiet = [a for a in FAST if a != "--no-progress"]  # the bar on, its stderr not a terminal
+    args = ["--model", str(tiny_model_dir), "--data", str(jokes_csv), "--max-steps", "88"]
+    cheap = ["--block-size", "8", "--eval-every", "88", "--keep-checkpoints", "1"]
+    started = time.monotonic()
+    assert main(["finetune", *args, *quiet, *cheap]) == 0
+    seconds = time.monotonic() - started
+    log = (workspace / "runs" / "1" / ".tunesmith" / "log.txt").read_text()
+    assert "\r" not in log  # no redrawn frames
+    bar_lines = [line for line in log.splitlines() if " step (" in line]
+    assert len(bar_lines) <= 1 + seconds / 30  # a plain line at most every 30 s
+    assert len(log.encode()) < 2000 + 120 * len(bar_lines), log  # a frame a step was 12 KB

@@ -13,6 +13,7 @@ import torch
 
 from tunesmith.errors import ContextLengthError, UsageError
 from tunesmith.model import GPT2
+from tunesmith.options import require_finite
 from tunesmith.sampling import apply_repetition_penalty, sample
 
 
@@ -29,6 +30,7 @@ class SamplingSettings:
     ignore_eos: bool = False
 
     def __post_init__(self) -> None:
+        require_finite(self)
         if self.max_new_tokens < 1:
             raise UsageError(f"length must be at least 1 token, got {self.max_new_tokens}")
         if self.temperature < 0:

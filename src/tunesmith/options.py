@@ -14,8 +14,11 @@ turns those fields into argparse arguments, so the CLI never re-types a default 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
+
+from tunesmith.errors import UsageError
 
 _MISSING = dataclasses.MISSING
 
@@ -55,3 +58,20 @@ def option(
 def option_metadata(f: dataclasses.Field) -> dict[str, Any] | None:
     """The option() metadata of a dataclass field, or None for a plain field."""
     return f.metadata.get("option")
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    """The command-line flag a field is given by, for messages."""
+    meta = option_metadata(f)
+    if meta is not None and meta["flags"]:
+        return meta["flags"][-1]
+    return "--" + f.name.replace("_", "-")
+
+
+def require_finite(config: Any) -> None:
+    """Refuse nan and infinity in a config's number fields: every comparison with nan is
+    false, so range checks alone let `--temperature nan` through (and it samples garbage)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{flag_of(f)} must be a finite number, not {value}")

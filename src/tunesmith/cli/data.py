@@ -12,7 +12,8 @@ from tunesmith.cli.remote import add_cluster_arguments, cluster_config, run_remo
 from tunesmith.data import DataConfig, format_report, prepare_data
 
 GROUPS = {
-    "reading": "format column field split encoding errors max_download_mb timeout retries",
+    "reading": "format column field split encoding errors max_download_mb max_input_mb timeout "
+    "retries",
     "cleaning and splitting": "min_chars max_chars val_fraction seed",
     "token statistics": "tokenizer context",
 }

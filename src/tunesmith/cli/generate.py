@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -69,7 +68,7 @@ def handle(args: argparse.Namespace) -> int:
 
     job = GenerateJob(**given_options(args, GenerateJob))
     config = GenerationConfig(**given_options(args, GenerationConfig))
-    prompt = _read_prompt(job)
+    prompt = _read_prompt(job, config)
     with run_for(args, "generate", {**asdict(job), **asdict(config)}) as run:
         generator = TextGenerator.load(run.use(job.model), device=job.device, dtype=job.dtype)
         if job.num_samples == 1 and job.format == "text":
@@ -86,7 +85,9 @@ def handle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_prompt(job: GenerateJob) -> str:
+def _read_prompt(job: GenerateJob, config) -> str:
+    for flag, value in [("--prompt", job.prompt), *(("--stop", s) for s in config.stop)]:
+        _require_utf8(flag, value)
     if not job.prompt_file:
         return job.prompt
     try:
@@ -95,6 +96,20 @@ def _read_prompt(job: GenerateJob) -> str:
         raise UsageError(f"prompt file {job.prompt_file} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read prompt file {job.prompt_file}: {e}") from None
+
+
+def _require_utf8(flag: str, value: str) -> None:
+    """Python hands over an argument that is not valid UTF-8 with its bytes escaped as lone
+    surrogates (U+DC80..U+DCFF), which no tokenizer accepts: name the byte instead."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        char = ord(value[e.start])
+        byte = f"byte 0x{char - 0xDC00:02x}" if 0xDC80 <= char <= 0xDCFF else f"U+{char:04X}"
+        raise UsageError(
+            f"{flag} is not valid UTF-8 text ({byte} at character {e.start + 1}); pass UTF-8 "
+            "text (check the terminal's encoding), or put the prompt in a file for --prompt-file"
+        ) from None
 
 
 def _stream_one(generator, prompt: str, config):
@@ -111,12 +126,10 @@ def _stream_one(generator, prompt: str, config):
 
 def _generate_many(generator, prompt: str, config, job: GenerateJob):
     """Samples in batches, each printed (in order) as soon as it and those before it end."""
-    from tqdm import tqdm
+    from tunesmith.progress import progress_bar
 
     n, pending, printed = job.num_samples, {}, 0
-    bar = tqdm(
-        total=n, desc="generating", unit="sample", file=sys.stderr, disable=None, leave=False
-    )
+    bar = progress_bar(n, "generating", "sample", leave=False)
 
     def on_sample(sample) -> None:
         nonlocal printed

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tunesmith.errors import UsageError
-from tunesmith.options import option
+from tunesmith.options import option, require_finite
 
 FORMATS = ("auto", "csv", "tsv", "json", "jsonl", "text")
 SPLITS = ("lines", "paragraphs", "file")
@@ -47,10 +47,16 @@ class DataConfig:
         None, "context length", metavar="N", default_help="the model's, or 1024"
     )
     max_download_mb: float = option(200.0, "refuse larger downloads", metavar="MB")
+    max_input_mb: float = option(
+        1024.0,
+        "refuse a source that holds (or, gzip-compressed, expands to) more than this",
+        metavar="MB",
+    )
     timeout: float = option(30.0, "seconds per download try", metavar="S")
     retries: int = option(3, "download retries on connection errors and 5xx", metavar="N")
 
     def __post_init__(self) -> None:
+        require_finite(self)
         if self.format not in FORMATS:
             raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {self.format!r}")
         if self.split not in SPLITS:
@@ -79,6 +85,8 @@ class DataConfig:
             )
         if self.context is not None and self.context < 1:
             raise UsageError(f"--context must be a positive number of tokens, not {self.context}")
+        if self.max_input_mb <= 0:
+            raise UsageError(f"--max-input-mb must be positive, not {self.max_input_mb}")
         if self.max_download_mb <= 0:
             raise UsageError(f"--max-download-mb must be positive, not {self.max_download_mb}")
         if self.timeout <= 0:

@@ -1,18 +1,20 @@
-"""Decode a source's bytes and split it into examples: detect the format, then CSV/TSV and
-JSON/JSONL through `tables`, plain text here (by line, paragraph or whole file)."""
+"""Split a source's text into examples: detect the format, then CSV/TSV and JSON/JSONL
+through `tables`, plain text here (by line, paragraph or whole file), streaming where the
+format allows."""
 
 from __future__ import annotations
 
-import codecs
 import csv
+import itertools
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from tunesmith.data import tables
 from tunesmith.data.config import DataConfig
 from tunesmith.data.examples import Example
 from tunesmith.data.sources import SourceFile
-from tunesmith.errors import DataError
+from tunesmith.data.streams import HEAD, lines, open_bytes, text_chunks
 
 EXTENSION_FORMATS = {
     ".csv": "csv",
@@ -38,7 +40,6 @@ CONTENT_TYPE_FORMATS = {
     "application/x-jsonlines": "jsonl",
     "text/plain": "text",
 }
-BINARY_HINT = "pass a CSV, TSV, JSON, JSONL or plain-text file (optionally gzip-compressed)"
 
 
 @dataclass(frozen=True)
@@ -52,61 +53,58 @@ class SourceInfo:
     kept: str | None = None  # where the downloaded original lies in the output folder
 
 
-def parse_source(source: SourceFile, config: DataConfig) -> tuple[list[Example], SourceInfo]:
-    text = decode(source.data, source.name, config.encoding, config.errors)
+@dataclass(frozen=True)
+class ParsedSource:
+    """A source being read: its format and text column, and its examples as they stream in."""
+
+    format: str
+    column: str | None
+    examples: Iterator[Example]
+
+
+def parse_source(source: SourceFile, config: DataConfig) -> ParsedSource:
+    """Detect the source's format from its first 64 KB and stream its examples; only JSON
+    (one document) is read whole."""
+    head, chunks = _peek(_text(source, config), HEAD)
+    opened = [chunks]
+
+    def open_lines() -> Iterator[str]:
+        # The stream already open first, then the file again (TSV is read twice).
+        return lines(opened.pop() if opened else _text(source, config))
+
     if source.data_run:
-        examples = tables.parse_data_run(text, source.name)
-        return examples, SourceInfo(source.name, "jsonl", len(examples), "text")
-    fmt = detect_format(source, text, config)
-    column = None
+        return ParsedSource("jsonl", "text", tables.parse_data_run(lines(chunks), source.name))
+    fmt = detect_format(source, head, config)
+    field = config.field or config.column  # each stands in for the other
     if fmt in ("csv", "tsv"):
-        delimiter = "\t" if fmt == "tsv" else csv_delimiter(text)
-        examples, column = tables.parse_csv(
-            text, source.name, delimiter, config.column or config.field
-        )
-    elif fmt in ("json", "jsonl"):
-        parse = tables.parse_jsonl if fmt == "jsonl" else tables.parse_json
-        examples, column = parse(text, source.name, config.field or config.column)
-    else:
-        examples = split_text(text, source.name, config.split)
-    return examples, SourceInfo(source.name, fmt, len(examples), column)
+        delimiter = "\t" if fmt == "tsv" else csv_delimiter(head)
+        column = config.column or config.field
+        examples, chosen = tables.parse_csv(open_lines, source.name, delimiter, column)
+        return ParsedSource(fmt, chosen, examples)
+    if fmt == "jsonl":
+        found, chosen = tables.parse_jsonl(lines(chunks), source.name, field)
+        return ParsedSource(fmt, chosen, iter(found))
+    if fmt == "json":
+        found, chosen = tables.parse_json("".join(chunks), source.name, field)
+        return ParsedSource(fmt, chosen, iter(found))
+    return ParsedSource(fmt, None, split_text(lines(chunks), source.name, config.split))
 
 
-def decode(data: bytes, name: str, encoding: str = "utf-8", errors: str = "strict") -> str:
-    """Text with \\n line endings; a clear error for binary files and undecodable bytes."""
-    codec = codecs.lookup(encoding).name
-    wide = codec.startswith(("utf-16", "utf-32"))
-    if data[:4] == b"PK\x03\x04":
-        raise DataError(f"{name} is a zip archive (or a spreadsheet); unzip or export it as CSV")
-    if not wide and data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
-        raise DataError(f"{name} is UTF-16 text; pass --encoding utf-16")
-    if not wide and b"\x00" in data[:1024]:
-        raise DataError(f"{name} is not a text file (it holds binary data); {BINARY_HINT}")
-    try:
-        text = data.decode("utf-8-sig" if codec == "utf-8" else encoding, errors)
-    except UnicodeDecodeError as e:
-        if _looks_binary(data[:4096].decode(encoding, "replace")):
-            raise DataError(
-                f"{name} is not a text file (it holds binary data); {BINARY_HINT}"
-            ) from None
-        line = data.count(b"\n", 0, e.start) + 1
-        raise DataError(
-            f"{name} is not valid {encoding} at line {line} (byte 0x{data[e.start]:02x}); "
-            "pass --encoding for its real encoding (e.g. --encoding latin-1), "
-            "or --errors replace to replace bad bytes"
-        ) from None
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    if _looks_binary(text[:4096]):
-        raise DataError(f"{name} is not a text file (it holds binary data); {BINARY_HINT}")
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+def _text(source: SourceFile, config: DataConfig) -> Iterator[str]:
+    with open_bytes(source.path, source.name, config.max_input_mb) as stream:
+        yield from text_chunks(stream, source.name, config.encoding, config.errors)
 
 
-def _looks_binary(sample: str) -> bool:
-    if not sample:
-        return False
-    bad = sum(1 for c in sample if c == "\ufffd" or (ord(c) < 32 and c not in "\t\n\r\f"))
-    return "\x00" in sample or bad / len(sample) > 0.3
+def _peek(chunks: Iterator[str], size: int) -> tuple[str, Iterator[str]]:
+    """The first `size` characters (or all there are), and the chunks again from the start."""
+    seen: list[str] = []
+    total = 0
+    for chunk in chunks:
+        seen.append(chunk)
+        total += len(chunk)
+        if total >= size:
+            break
+    return "".join(seen)[:size], itertools.chain(seen, chunks)
 
 
 def detect_format(source: SourceFile, text: str, config: DataConfig) -> str:
@@ -128,15 +126,14 @@ def detect_format(source: SourceFile, text: str, config: DataConfig) -> str:
     return fmt
 
 
-def _json_or_jsonl(text: str) -> str:
-    try:
-        json.loads(text)
+def _json_or_jsonl(head: str) -> str:
+    """JSONL when the first line is a whole JSON value and another follows it: one JSON
+    document cannot be that."""
+    records = [line for line in head.split("\n") if line.strip()]
+    if len(records) < 2:
         return "json"
-    except json.JSONDecodeError:
-        pass
-    first = text.lstrip().split("\n", 1)[0]
     try:
-        json.loads(first)
+        json.loads(records[0])
         return "jsonl"
     except json.JSONDecodeError:
         return "json"  # let the JSON parser report where it breaks
@@ -180,23 +177,22 @@ def sniff_delimiter(text: str, default: str | None, strict: bool = False) -> str
     return delimiter
 
 
-def split_text(text: str, name: str, split: str) -> list[Example]:
+def split_text(lines: Iterable[str], name: str, split: str) -> Iterator[Example]:
     """Plain text as one example per line, per blank-line-separated paragraph, or per file."""
     if split == "file":
-        return [Example(text, name, 1, 1)]
-    if split == "paragraphs":
-        examples: list[Example] = []
-        paragraph: list[str] = []
-        start = 1
-        for i, line in enumerate([*text.split("\n"), ""], start=1):
-            if line.strip():
-                start = start if paragraph else i
-                paragraph.append(line)
-            elif paragraph:
-                examples.append(Example("\n".join(paragraph), name, len(examples) + 1, start))
-                paragraph = []
-        return examples
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the final newline ends the last line; it does not start another
-    return [Example(line, name, i, i) for i, line in enumerate(lines, start=1)]
+        yield Example("".join(lines), name, 1, 1)
+        return
+    if split == "lines":
+        for i, line in enumerate(lines, start=1):
+            yield Example(line.removesuffix("\n"), name, i, i)
+        return
+    paragraph: list[str] = []
+    start = count = 0
+    for i, line in enumerate(itertools.chain(lines, [""]), start=1):
+        if line.strip():
+            start = start if paragraph else i
+            paragraph.append(line.removesuffix("\n"))
+        elif paragraph:
+            count += 1
+            yield Example("\n".join(paragraph), name, count, start)
+            paragraph = []

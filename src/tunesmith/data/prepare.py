@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import tempfile
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.clean import Cleaned, clean, one_line, split_train_val
+from tunesmith.data.clean import Cleaner, clean, one_line, split_train_val, val_indices
 from tunesmith.data.config import DataConfig
 from tunesmith.data.examples import Example
 from tunesmith.data.formats import SourceInfo, parse_source
 from tunesmith.data.sources import is_data_run_folder, read_sources
+from tunesmith.data.spool import Spool
 from tunesmith.data.stats import (
     DEFAULT_CONTEXT,
     LengthStats,
@@ -22,7 +25,7 @@ from tunesmith.data.stats import (
 )
 from tunesmith.data.tables import parse_data_run
 from tunesmith.errors import DataError, TunesmithError
-from tunesmith.files import write_text_atomically
+from tunesmith.files import write_atomically, write_text_atomically
 
 DATA_TXT = "data.txt"
 TRAIN_JSONL = "train.jsonl"
@@ -98,90 +101,120 @@ def _short(n: int) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e4 else f"{n:,}"
 
 
+def iter_examples(
+    sources: list[str], config: DataConfig, download_dir: Path, infos: list[SourceInfo]
+) -> Iterator[Example]:
+    """Every example of every source as read (before cleaning), streamed; what each source
+    gave is appended to `infos` once it has been read."""
+    for source in read_sources([str(s) for s in sources], config, download_dir):
+        parsed = parse_source(source, config)
+        count = 0
+        for example in parsed.examples:
+            count += 1
+            yield example
+        kept = f"{download_dir.name}/{source.kept.name}" if source.kept is not None else None
+        infos.append(SourceInfo(source.name, parsed.format, count, parsed.column, kept))
+
+
 def read_examples(
     sources: list[str], config: DataConfig, download_dir: Path
 ) -> tuple[list[Example], list[SourceInfo]]:
     """Every example of every source, as read (before cleaning), and what each source gave."""
-    examples: list[Example] = []
     infos: list[SourceInfo] = []
-    for source in read_sources([str(s) for s in sources], config, download_dir):
-        found, info = parse_source(source, config)
-        if source.kept is not None:
-            info = replace(info, kept=f"{download_dir.name}/{source.kept.name}")
-        examples += found
-        infos.append(info)
+    examples = list(iter_examples(sources, config, download_dir, infos))
     return examples, infos
 
 
-def _cleaned_split(
-    examples: list[Example], config: DataConfig, sources: list[str]
-) -> tuple[Cleaned, list[Example], list[Example]]:
-    cleaned = clean(examples, config.min_chars, config.max_chars)
-    if not cleaned.kept:
-        why = ", ".join(f"{r.replace('_', ' ')} {n:,}" for r, n in cleaned.dropped.items() if n)
-        names = ", ".join(str(s) for s in sources)
-        raise DataError(
-            f"no examples left in {names}: {cleaned.read:,} read"
-            + (f", all dropped ({why})" if why else "")
-            + "; check --column/--field/--split and loosen --min-chars/--max-chars"
-        )
-    train, val = split_train_val(cleaned.kept, config.val_fraction, config.seed)
-    return cleaned, train, val
+def _nothing_left(read: int, dropped: dict[str, int], sources: list[str]) -> DataError:
+    why = ", ".join(f"{r.replace('_', ' ')} {n:,}" for r, n in dropped.items() if n)
+    names = ", ".join(str(s) for s in sources)
+    return DataError(
+        f"no examples left in {names}: {read:,} read"
+        + (f", all dropped ({why})" if why else "")
+        + "; check --column/--field/--split and loosen --min-chars/--max-chars"
+    )
 
 
 def prepare_data(sources: list[str], config: DataConfig | None, output_dir: Path) -> DataResult:
     """Read, clean, split and measure `sources`; write data.txt, train.jsonl, val.jsonl,
     stats.json and lengths.png into `output_dir` (downloads under source/).
 
-    Raises DataError on bad input; nothing but downloads is written until all succeeded, and
-    data.txt is written last.
+    The examples stream through: what is kept waits in a hidden file beside the outputs, not
+    in memory. Raises DataError on bad input; nothing but downloads is written until all
+    succeeded, and data.txt is written last.
     """
     config = config or DataConfig()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    examples, infos = read_examples(sources, config, output_dir / SOURCE_DIR)
-    cleaned, train, val = _cleaned_split(examples, config, sources)
-    texts = [e.text for e in cleaned.kept]
-    chars = [len(t) for t in texts]
-    result = DataResult(
-        output_dir=output_dir,
-        sources=infos,
-        read=cleaned.read,
-        dropped=cleaned.dropped,
-        kept=len(cleaned.kept),
-        train=len(train),
-        val=len(val),
-        chars=LengthStats.of(chars),
-        context=config.context or DEFAULT_CONTEXT,
-    )
-    lengths, unit = _count_tokens(result, texts, config) or (chars, "characters")
-    longest = sorted(range(len(texts)), key=lambda i: -lengths[i])[:LONGEST_SHOWN]
-    result.longest = [
-        {
-            "length": lengths[i],
-            "unit": unit,
-            "source": cleaned.kept[i].source,
-            "row": cleaned.kept[i].row,
-            "text": texts[i][:200],
-        }
-        for i in longest
-    ]
-    write_histogram(output_dir / HISTOGRAM_PNG, lengths, unit, result.context)
-    _write_jsonl(output_dir / TRAIN_JSONL, train)
-    _write_jsonl(output_dir / VAL_JSONL, val)
-    stats = {**result.to_dict(), "config": config.to_dict()}
-    write_text_atomically(
-        output_dir / STATS_JSON, json.dumps(stats, indent=2, ensure_ascii=False) + "\n"
-    )
-    write_text_atomically(output_dir / DATA_TXT, "".join(one_line(t) + "\n" for t in texts))
+    infos: list[SourceInfo] = []
+    cleaner = Cleaner(config.min_chars, config.max_chars)
+    with Spool(output_dir) as spool:
+        for example in iter_examples(sources, config, output_dir / SOURCE_DIR, infos):
+            kept = cleaner.keep(example)
+            if kept is not None:
+                spool.add(kept)
+        spool.seal()
+        if not len(spool):
+            raise _nothing_left(cleaner.read, cleaner.dropped, sources)
+        val = val_indices(len(spool), config.val_fraction, config.seed)
+        result = DataResult(
+            output_dir=output_dir,
+            sources=infos,
+            read=cleaner.read,
+            dropped=cleaner.dropped,
+            kept=len(spool),
+            train=len(spool) - len(val),
+            val=len(val),
+            chars=LengthStats.of(spool.chars),
+            context=config.context or DEFAULT_CONTEXT,
+        )
+        lengths, unit = _count_tokens(result, spool, config) or (spool.chars, "characters")
+        result.longest = _longest(spool, lengths, unit)
+        write_histogram(output_dir / HISTOGRAM_PNG, lengths, unit, result.context)
+        _write_split(output_dir / TRAIN_JSONL, spool, val, want_val=False)
+        _write_split(output_dir / VAL_JSONL, spool, val, want_val=True)
+        stats = {**result.to_dict(), "config": config.to_dict()}
+        write_text_atomically(
+            output_dir / STATS_JSON, json.dumps(stats, indent=2, ensure_ascii=False) + "\n"
+        )
+        write_atomically(output_dir / DATA_TXT, lambda tmp: _write_data_txt(tmp, spool))
     result.files = [DATA_TXT, TRAIN_JSONL, VAL_JSONL, STATS_JSON, HISTOGRAM_PNG]
     result.files += [info.kept for info in infos if info.kept]
     return result
 
 
+def _longest(spool: Spool, lengths: Sequence[int], unit: str) -> list[dict[str, Any]]:
+    """The longest examples (the first of equals first), for the report."""
+    chosen = heapq.nlargest(LONGEST_SHOWN, range(len(lengths)), key=lengths.__getitem__)
+    records = {i: json.loads(line) for i, line in enumerate(spool.lines()) if i in chosen}
+    return [
+        {
+            "length": lengths[i],
+            "unit": unit,
+            "source": records[i]["source"],
+            "row": records[i]["row"],
+            "text": records[i]["text"][:200],
+        }
+        for i in chosen
+    ]
+
+
+def _write_split(path: Path, spool: Spool, val: set[int], want_val: bool) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.writelines(line for i, line in enumerate(spool.lines()) if (i in val) == want_val)
+
+    write_atomically(path, write)
+
+
+def _write_data_txt(tmp: Path, spool: Spool) -> None:
+    with open(tmp, "w", encoding="utf-8") as out:
+        out.writelines(one_line(text) + "\n" for text in spool.texts())
+
+
 def _count_tokens(
-    result: DataResult, texts: list[str], config: DataConfig
-) -> tuple[list[int], str] | None:
+    result: DataResult, spool: Spool, config: DataConfig
+) -> tuple[Sequence[int], str] | None:
     """Token lengths, with the token statistics filled in on `result`; None (and a warning on
     `result`) when no tokenizer is asked for or it cannot be had."""
     if config.tokenizer is None:
@@ -191,7 +224,7 @@ def _count_tokens(
     except TunesmithError as e:
         result.warnings.append(f"token statistics left out: {e}")
         return None
-    lengths = token_lengths(tokenizer, texts)
+    lengths = token_lengths(tokenizer, spool.texts(), total=len(spool))
     result.tokenizer = config.tokenizer
     result.context = config.context or model_context or DEFAULT_CONTEXT
     result.tokens = LengthStats.of(lengths)
@@ -209,8 +242,11 @@ def load_training_examples(
         return _read_texts(folder / TRAIN_JSONL), _read_texts(folder / VAL_JSONL)
     config = config or DataConfig()
     with tempfile.TemporaryDirectory(prefix="tunesmith-data-") as tmp:
-        examples, _ = read_examples([str(source)], config, Path(tmp))
-    _, train, val = _cleaned_split(examples, config, [str(source)])
+        infos: list[SourceInfo] = []
+        cleaned = clean(iter_examples([str(source)], config, Path(tmp), infos))
+    if not cleaned.kept:
+        raise _nothing_left(cleaned.read, cleaned.dropped, [str(source)])
+    train, val = split_train_val(cleaned.kept, config.val_fraction, config.seed)
     return [e.text for e in train], [e.text for e in val]
 
 
@@ -218,17 +254,7 @@ def _read_texts(path: Path) -> list[str]:
     if not path.is_file():
         return []
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as f:
+            return [e.text for e in parse_data_run(f, str(path))]
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read {path} ({e}); rerun `tunesmith data` to rebuild it") from None
-    return [e.text for e in parse_data_run(text, str(path))]
-
-
-def _write_jsonl(path: Path, examples: list[Example]) -> None:
-    rows = (
-        json.dumps(
-            {"text": e.text, "source": e.source, "row": e.row, "line": e.line}, ensure_ascii=False
-        )
-        for e in examples
-    )
-    write_text_atomically(path, "".join(row + "\n" for row in rows))

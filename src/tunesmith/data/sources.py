@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import glob
-import gzip
 import http.client
 import re
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from tunesmith.data.config import DataConfig
+from tunesmith.data.streams import is_gzip
 from tunesmith.errors import DataError
+from tunesmith.progress import progress_bar
 from tunesmith.version import __version__
 
 # Extensions a folder is searched for; explicit files and globs may have any extension.
@@ -29,10 +27,10 @@ CHUNK = 64 * 1024
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One file's contents (gunzipped), named as messages should name it."""
+    """One file to read (gzip or not), named as messages should name it."""
 
     name: str
-    data: bytes
+    path: Path
     filename: str  # the name whose extension tells the format, without .gz
     content_type: str | None = None  # from the HTTP response, for URLs
     data_run: bool = False  # a data run's train.jsonl / val.jsonl
@@ -108,34 +106,23 @@ def _load(
     path: Path, name: str, content_type: str | None = None, kept: Path | None = None
 ) -> SourceFile:
     try:
-        data = path.read_bytes()
+        gzipped = is_gzip(path)
     except OSError as e:
         raise DataError(
             f"cannot read {name}: {e.strerror or e}; check the file's permissions"
         ) from None
     filename = path.name
     is_data_run = path.name in ("train.jsonl", "val.jsonl") and is_data_run_folder(path.parent)
-    if data[:2] == b"\x1f\x8b":
-        data = gunzip(data, name)
-        if filename.lower().endswith((".gz", ".gzip")):
-            filename = filename.rsplit(".", 1)[0]
+    if gzipped and filename.lower().endswith((".gz", ".gzip")):
+        filename = filename.rsplit(".", 1)[0]
     return SourceFile(
         name=name,
-        data=data,
+        path=path,
         filename=filename,
         content_type=content_type,
         data_run=is_data_run,
         kept=kept,
     )
-
-
-def gunzip(data: bytes, name: str) -> bytes:
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(
-            f"{name} is not a valid gzip file ({e}); re-download or decompress it"
-        ) from None
 
 
 def url_filename(url: str) -> str:
@@ -189,15 +176,7 @@ def _fetch(url: str, dest: Path, config: DataConfig) -> str | None:
         if total is not None and total > limit:
             raise DataError(too_big)
         received = 0
-        bar = tqdm(
-            total=total,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=dest.name,
-            disable=None,
-            leave=False,
-        )
+        bar = progress_bar(total, dest.name, "B", unit_scale=True, unit_divisor=1024, leave=False)
         try:
             with bar, open(part, "wb") as out:
                 while chunk := response.read(CHUNK):

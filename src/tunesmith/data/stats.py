@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
+from tunesmith.progress import progress_bar
 from tunesmith.runs.references import resolve_reference
 from tunesmith.tokenizer import GPT2_CONTEXT, GPT2Tokenizer, shipped_tokenizer_for
 
@@ -26,7 +28,7 @@ class LengthStats:
     mean: float
 
     @classmethod
-    def of(cls, lengths: list[int]) -> LengthStats | None:
+    def of(cls, lengths: Sequence[int]) -> LengthStats | None:
         if not lengths:
             return None
         import numpy as np
@@ -69,33 +71,41 @@ def load_tokenizer(name: str) -> tuple[GPT2Tokenizer, int | None]:
     return tokenizer, context if isinstance(context, int) else None
 
 
-def token_lengths(tokenizer: GPT2Tokenizer, texts: list[str]) -> list[int]:
-    """Tokens per text, encoded in batches (with a progress bar for long inputs)."""
-    lengths: list[int] = []
-    with tqdm(
-        total=len(texts),
-        unit="ex",
-        desc="tokenizing",
-        leave=False,
-        disable=None if len(texts) >= PROGRESS_FROM else True,
+def token_lengths(
+    tokenizer: GPT2Tokenizer, texts: Iterable[str], total: int | None = None
+) -> array[int]:
+    """Tokens per text, encoded in batches (with a progress bar for long inputs); `texts` may
+    be a stream, `total` says how many it holds."""
+    texts = iter(texts)
+    if total is None:
+        texts = list(texts)
+        total = len(texts)
+        texts = iter(texts)
+    lengths: array[int] = array("q")
+    with progress_bar(
+        total, "tokenizing", "ex", enabled=total >= PROGRESS_FROM, leave=False
     ) as bar:
-        for start in range(0, len(texts), TOKENIZE_BATCH):
-            batch = texts[start : start + TOKENIZE_BATCH]
+        while batch := list(itertools.islice(texts, TOKENIZE_BATCH)):
             lengths.extend(len(ids) for ids in tokenizer.encode_batch(batch))
             bar.update(len(batch))
     return lengths
 
 
-def write_histogram(path: Path, lengths: list[int], unit: str, context: int | None) -> None:
+def write_histogram(path: Path, lengths: Sequence[int], unit: str, context: int | None) -> None:
     """A histogram of example lengths; the context is marked when examples come near it."""
+    import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    # One numpy array: matplotlib would turn a list or array.array into Python objects
+    # (about 250 bytes per example).
+    values = np.asarray(lengths, dtype=np.int64)
     fig = Figure(figsize=(7, 4), dpi=100)
     FigureCanvasAgg(fig)  # render with Agg, without pyplot's global state
     ax = fig.add_subplot()
-    ax.hist(lengths, bins=min(50, max(1, len(set(lengths)))), color="#4c72b0")
-    if context is not None and lengths and max(lengths) >= 0.8 * context:
+    distinct = len(np.unique(values)) if values.size else 0
+    ax.hist(values, bins=min(50, max(1, distinct)), color="#4c72b0")
+    if context is not None and values.size and values.max() >= 0.8 * context:
         ax.axvline(context, color="#c44e52", linestyle="--", label=f"context ({context})")
         ax.legend()
     ax.set_xlabel(f"{unit} per example")

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tunesmith.data.formats import SourceInfo
 from tunesmith.data.prepare import DataResult
 from tunesmith.data.stats import LengthStats
+
+SOURCES_LISTED = 5  # sources named one per line; beyond, the first few and a count
 
 
 def format_report(result: DataResult, width: int = 100) -> str:
     """The report `tunesmith data` prints: counts, drops by reason, lengths, longest examples."""
-    lines = []
-    for source in result.sources:
-        what = source.format
-        if source.column:
-            what += f", {_kind(source.format)} {source.column!r}"
-        lines.append(f"Read {source.examples:,} examples from {source.name} ({what})")
+    lines = _source_lines(result.sources)
     counts: list[tuple[str, int]] = [("read", result.read)]
     if result.dropped_total:
         counts.append(("dropped", result.dropped_total))
@@ -41,6 +39,26 @@ def format_report(result: DataResult, width: int = 100) -> str:
     if result.files:
         lines.append(f"Wrote {', '.join(result.files)} to {result.output_dir}")
     return "\n".join(lines)
+
+
+def _source_lines(sources: list[SourceInfo]) -> list[str]:
+    """A line per source, or for many (a folder of 5,000 files) the first few and a count."""
+    shown = sources if len(sources) <= SOURCES_LISTED else sources[: SOURCES_LISTED - 1]
+    lines = []
+    for source in shown:
+        what = source.format
+        if source.column:
+            what += f", {_kind(source.format)} {source.column!r}"
+        lines.append(f"Read {source.examples:,} examples from {source.name} ({what})")
+    rest = sources[len(shown) :]
+    if rest:
+        formats = ", ".join(sorted({s.format for s in rest}))
+        examples = sum(s.examples for s in rest)
+        lines.append(
+            f"Read {examples:,} examples from {len(rest):,} more files ({formats}); "
+            "stats.json lists every file"
+        )
+    return lines
 
 
 def _kind(fmt: str) -> str:

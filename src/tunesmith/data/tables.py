@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
-import io
+import itertools
 import json
 import re
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from tunesmith.data.examples import Example
@@ -35,75 +36,93 @@ SAMPLE_ROWS = 500
 
 
 def parse_csv(
-    text: str, name: str, delimiter: str, column: str | None
-) -> tuple[list[Example], str]:
-    """One example per data row from the chosen column; the first row is the header."""
-    try:
-        header, rows = _read_rows(text, name, delimiter, csv.QUOTE_MINIMAL)
-    except DataError:
-        if delimiter != "\t":
-            raise
+    open_lines: Callable[[], Iterator[str]], name: str, delimiter: str, column: str | None
+) -> tuple[Iterator[Example], str]:
+    """One example per data row from the chosen column (picked from the first rows), streamed;
+    the first row is the header. `open_lines` gives the file's lines from the start."""
+    _allow_fields_as_large_as_the_input()
+    quoting = csv.QUOTE_MINIMAL
+    if delimiter == "\t" and not _reads_cleanly(open_lines(), name, delimiter):
         # TSV files often hold bare quotes in their text (`"Hi," she said`): read them as text.
-        header, rows = _read_rows(text, name, delimiter, csv.QUOTE_NONE)
-    index = choose_field(header, [r for _, r in rows[:SAMPLE_ROWS]], column, name, "column")
-    examples = [
-        Example(row[index] if index < len(row) else "", name, number, line)
-        for number, (line, row) in enumerate(rows, start=1)
-    ]
-    return examples, header[index]
+        quoting = csv.QUOTE_NONE
+    rows = _read_rows(open_lines(), name, delimiter, quoting)
+    header = next(rows, None)
+    if header is None:
+        raise DataError(f"{name} is empty; pass a file with a header row and data rows")
+    names = [h.strip() for h in header[1]]
+    sample = list(itertools.islice(rows, SAMPLE_ROWS))
+    index = choose_field(names, [r for _, r in sample], column, name, "column")
+
+    def examples() -> Iterator[Example]:
+        for number, (line, row) in enumerate(itertools.chain(sample, rows), start=1):
+            yield Example(row[index] if index < len(row) else "", name, number, line)
+
+    return examples(), names[index]
+
+
+def _allow_fields_as_large_as_the_input() -> None:
+    # The csv module refuses fields over 128 KB by default, which a long quoted text can be;
+    # the input is bounded already (--max-input-mb), and a quote left open is found at the end
+    # of the file instead ("unexpected end of data").
+    limit = 2**31 - 1
+    if csv.field_size_limit() < limit:
+        csv.field_size_limit(limit)
+
+
+def _reads_cleanly(lines: Iterator[str], name: str, delimiter: str) -> bool:
+    try:
+        for _ in _read_rows(lines, name, delimiter, csv.QUOTE_MINIMAL):
+            pass
+    except DataError:
+        return False
+    return True
 
 
 def _read_rows(
-    text: str, name: str, delimiter: str, quoting: int
-) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """The header and the data rows, each with the line it starts on; blank lines skipped."""
-    reader = csv.reader(
-        io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True
-    )
-    rows: list[tuple[int, list[str]]] = []
-    header: list[str] | None = None
+    lines: Iterator[str], name: str, delimiter: str, quoting: int
+) -> Iterator[tuple[int, list[str]]]:
+    """The rows (the header first), each with the line it starts on; blank lines skipped."""
+    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting, strict=True)
     while True:
         start = reader.line_num + 1
         try:
             row = next(reader)
         except StopIteration:
-            break
+            return
         except csv.Error as e:
             raise _csv_error(e, name, start, reader.line_num) from None
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # blank line
-        if header is None:
-            header = [h.strip() for h in row]
-        else:
-            rows.append((start, row))
-    if header is None:
-        raise DataError(f"{name} is empty; pass a file with a header row and data rows")
-    return header, rows
+        yield start, row
 
 
 def _csv_error(e: csv.Error, name: str, start: int, end: int) -> DataError:
     message = str(e)
-    where = f"at line {start}" if start >= end else f"in the row starting at line {start}"
     if "unexpected end of data" in message or "EOF" in message:
         return DataError(
             f"unbalanced quote in {name}: the quoted field on line {start} is never closed; "
             'close it, or double the quotes inside it ("")'
         )
-    if "field larger than field limit" in message:
+    if start < end:
+        # A quoted field ran over line ends and broke on a later quote: most likely the quote
+        # opened on `start` was never closed and paired with one further down.
         return DataError(
-            f"a field in {name} {where} runs over {csv.field_size_limit():,} characters, "
-            "most likely an unclosed quote; check the quotes on that line"
+            f"unbalanced quote in {name}: the quoted field opened on line {start} runs on to "
+            f"line {end} and breaks there ({message}); close the quote on line {start}, or "
+            'double the quotes inside it ("")'
         )
     return DataError(
-        f"bad quoting in {name} {where} ({message}); a quote that opens a field must close "
+        f"bad quoting in {name} at line {start} ({message}); a quote that opens a field must close "
         'it, and quotes inside a quoted field must be doubled ("")'
     )
 
 
-def parse_jsonl(text: str, name: str, field: str | None) -> tuple[list[Example], str | None]:
+def parse_jsonl(
+    lines: Iterable[str], name: str, field: str | None
+) -> tuple[list[Example], str | None]:
     """One example per non-blank line, each a JSON string or object."""
     records: list[tuple[int, Any]] = []
-    for number, line in enumerate(text.split("\n"), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -143,28 +162,25 @@ def parse_json(text: str, name: str, field: str | None) -> tuple[list[Example], 
     return _from_records(list(enumerate(data, start=1)), name, field, by_line=False)
 
 
-def parse_data_run(text: str, name: str) -> list[Example]:
+def parse_data_run(lines: Iterable[str], name: str) -> Iterator[Example]:
     """A data run's train.jsonl / val.jsonl, keeping where each example first came from."""
-    examples = []
-    for number, line in enumerate(text.split("\n"), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-            examples.append(
-                Example(
-                    record["text"],
-                    record.get("source") or name,
-                    record.get("row") or number,
-                    record.get("line"),
-                )
+            example = Example(
+                record["text"],
+                record.get("source") or name,
+                record.get("row") or number,
+                record.get("line"),
             )
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
             raise DataError(
                 f"{name} line {number} is not a JSON object with a 'text' field; "
                 "rerun `tunesmith data` to rebuild it"
             ) from None
-    return examples
+        yield example
 
 
 def _from_records(

@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tunesmith.errors import UsageError
+from tunesmith.options import require_finite
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -33,6 +34,7 @@ class Resources:
     memory_gb: float | None = None
 
     def __post_init__(self) -> None:
+        require_finite(self)
         for name, value in asdict(self).items():
             if value is not None and value < 0:
                 raise UsageError(f"--{name.replace('_gb', '')} must not be negative")
@@ -56,6 +58,7 @@ class JobSpec:
     resources: Resources = field(default_factory=Resources)
 
     def __post_init__(self) -> None:
+        require_finite(self)
         if not self.command:
             raise UsageError(
                 "no command given: put it after --, e.g. tunesmith run -- python train.py"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tunesmith.errors import UsageError
-from tunesmith.options import option
+from tunesmith.options import option, require_finite
 
 
 @dataclass
@@ -43,6 +43,7 @@ class ServerConfig:
     keep_alive: float = option(5.0, "seconds an idle keep-alive connection stays open")
 
     def __post_init__(self) -> None:
+        require_finite(self)
         self.allow_origin = tuple(self.allow_origin)
         if not 0 <= self.port <= 65535:
             raise UsageError(f"port must be between 0 and 65535, got {self.port}")

@@ -268,9 +268,12 @@ def save_model(run_dir: Path, model, tokenizer, config: FinetuneConfig) -> Path:
 
     try:
         write_folder_atomically(final, write)
-    except OSError as e:
+    except Exception as e:
+        reason = resume_state.write_failure(e)
+        if reason is None:
+            raise
         raise CheckpointError(
-            f"cannot write the fine-tuned model to {final}: {e.strerror or e}; the training "
+            f"cannot write the fine-tuned model to {final}: {reason}; the training "
             f"checkpoints in {Path(run_dir) / resume_state.CHECKPOINTS} are intact, resume "
             "with --resume"
         ) from None

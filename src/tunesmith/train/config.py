@@ -10,7 +10,7 @@ from typing import Any
 
 from tunesmith.errors import UsageError
 from tunesmith.model_sizes import FROM_SCRATCH_HELP, SIZES, scratch_warmup
-from tunesmith.options import option
+from tunesmith.options import option, require_finite
 
 PACKINGS = ("examples", "blocks")
 SCHEDULES = ("linear", "cosine", "constant")
@@ -136,6 +136,7 @@ class FinetuneConfig:
     )
 
     def __post_init__(self) -> None:
+        require_finite(self)
         if not self.data and not self.resume:
             raise UsageError("--data is required: a data run (runs/N) or a file tunesmith reads")
         _choice("--packing", self.packing, PACKINGS)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from tunesmith.progress import progress_bar
 from tunesmith.runs.context import RunContext
 from tunesmith.train import resume_state
 from tunesmith.train.batching import IGNORE, Batch, BatchPlan
@@ -89,14 +89,12 @@ def train(t: Trainer, state: TrainState, best_weights: dict | None = None) -> Tr
     params = [p for p in t.model.parameters() if p.requires_grad]
     if state.step == 0 and not state.history:
         best_weights = _evaluate_before_training(t, state) or best_weights
-    bar = tqdm(
+    bar = progress_bar(
         total=t.total_steps,
-        initial=state.step,
-        disable=not (t.is_main and t.config.progress),
         unit="step",
+        enabled=t.is_main and t.config.progress,
+        initial=state.step,
         dynamic_ncols=True,
-        # Piped or logged (not a terminal): a line every 30 s, not ten a second.
-        mininterval=0.1 if sys.stderr.isatty() else 30.0,
     )
     t.model.train()
     speed = _Throughput()

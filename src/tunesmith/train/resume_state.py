@@ -100,16 +100,32 @@ def _write_checkpoint(final: Path, write: Callable[[Path], None]) -> Path:
     try:
         return write_folder_atomically(final, write)
     except BaseException as e:
-        # safetensors reports a full disk as its own error type, so match the text too.
-        if isinstance(e, OSError) or "No space left" in str(e):
-            full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "space" in str(e)
-            reason = "the disk is full" if full else str(e)
-            kept = ", ".join(p.name for p in list_checkpoints(final.parent.parent)) or "none"
-            raise CheckpointError(
-                f"cannot write {final.name}: {reason}; earlier checkpoints are intact ({kept}); "
-                "free some space (or lower --keep-checkpoints) and resume with --resume"
-            ) from None
-        raise
+        reason = write_failure(e)
+        if reason is None:
+            raise
+        kept = ", ".join(p.name for p in list_checkpoints(final.parent.parent)) or "none"
+        raise CheckpointError(
+            f"cannot write {final.name}: {reason}; earlier checkpoints are intact ({kept}); "
+            "free some space (or lower --keep-checkpoints) and resume with --resume"
+        ) from None
+
+
+# How the writers say the disk is full: the OS's errno; safetensors its own error type with
+# the OS's text; torch.save a RuntimeError from its zip writer ("unexpected pos 6720 vs 6612",
+# "PytorchStreamWriter failed writing file") when a write comes up short.
+DISK_FULL_TEXTS = ("No space left", "Disk quota exceeded", "unexpected pos", "failed writing file")
+
+
+def write_failure(e: BaseException) -> str | None:
+    """Why writing a file failed, in words ("the disk is full"); None for an error that is not
+    a failed write (a bug, an interrupt), which should propagate as it is."""
+    if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(
+        text in str(e) for text in DISK_FULL_TEXTS
+    ):
+        return "the disk is full"
+    if isinstance(e, OSError):
+        return str(e.strerror or e)
+    return None
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
