@@ -46,7 +46,7 @@ def test_every_flag_and_subcommand_has_help():
 def test_help_shows_defaults_from_the_config_classes(capsys):
     text = help_text(capsys, "finetune")
     assert "--epochs N passes over the data (default: 3)" in text
-    assert "(default: 1e-4 full, 1e-3 LoRA)" in text
+    assert "(default: 1e-4 full, 1e-3 LoRA, per size from scratch)" in text
     for heading in ("optimization:", "LoRA:", "devices:", "several processes (torchrun):"):
         assert heading in text
     text = help_text(capsys, "generate")

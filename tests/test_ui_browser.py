@@ -157,7 +157,7 @@ def test_a_running_runs_log_and_chart_grow_live(page, ui):
     finally:
         workspace.finish(run.id, [], status="succeeded", ended=time.time(), duration=2.0)
     expect(page.locator(".run-head .status")).to_have_text("succeeded")
-    workspace.remove(run.id)
+    workspace.delete(run.id)
 
 
 def test_the_playground_streams_text(page, ui, shots):
@@ -266,4 +266,4 @@ def test_stop_asks_first_then_interrupts_the_run(page, ui):
         if child.poll() is None:
             child.kill()
             child.wait()
-    workspace.remove(latest.id)
+    workspace.delete(latest.id)
