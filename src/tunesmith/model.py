@@ -237,13 +237,14 @@ class GPT2(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
+    # Read from the final layer norm, which stays float when the linear layers are quantized.
     @property
     def device(self) -> torch.device:
-        return self.lm_head.weight.device
+        return self.transformer.ln_f.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.lm_head.weight.dtype
+        return self.transformer.ln_f.weight.dtype
 
     def make_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         return KVCache(
