@@ -270,12 +270,11 @@ def load_checkpoint(
 ) -> tuple[GPT2, GPT2Tokenizer, Path]:
     """Load model and tokenizer from a hub id or folder; returns them and the folder.
 
-    The weights go straight from the file into `dtype` on `device`: the model is built on the
-    meta device (no memory, no random init) and takes the loaded tensors as its parameters."""
+    The weights go straight from the file into `dtype` on `device`: the model is built without
+    any init (its empty tensors never touched) and takes the loaded tensors as its parameters."""
     folder = resolve_model_dir(source)
     config = read_config(folder)
-    with torch.device("meta"):
-        model = GPT2(config, init_weights=False)
+    model = GPT2(config, init_weights=False)
     state = _checked_state(model, read_state_dict(folder, dtype), str(source))
     # The Conv1D transposes are views: each becomes its own contiguous parameter here.
     state = {k: v.to(device=device, dtype=dtype).contiguous() for k, v in state.items()}
