@@ -136,7 +136,7 @@ def _finetune(config, run, info, device, train_texts, val_texts, log) -> Finetun
     val_after = _final_val_loss(state, config.early_stop)
     if not info.is_main:
         return FinetuneResult(None, state.step, state.val_before, val_after, "", {})
-    return _finish(run, config, model, tokenizer, train_texts, state, val_after)
+    return _finish(run, config, model, tokenizer, train_texts, state, val_after, autocast)
 
 
 def _load_model(source: str, config: FinetuneConfig):
@@ -206,10 +206,14 @@ def _final_val_loss(state: TrainState, early_stop: int | None) -> float | None:
     )
 
 
-def _finish(run, config, model, tokenizer, train_texts, state, val_after) -> FinetuneResult:
+def _finish(
+    run, config, model, tokenizer, train_texts, state, val_after, autocast
+) -> FinetuneResult:
     model.eval()
     lens = [len(ids) for ids in tokenizer.encode_batch(train_texts)]
-    with torch.random.fork_rng(devices=[]):
+    # The report's samples decode together, in the precision training ran in.
+    amp = torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=autocast)
+    with torch.random.fork_rng(devices=[]), amp:
         ids = sample_ids(
             model, tokenizer.eos_id, config.report_samples, config.sample_tokens, config.seed
         )
