@@ -40,7 +40,8 @@ def test_auto_trains_in_bf16_where_native_and_matches_fp32(
     real_autocast = torch.autocast
 
     def spy(*args, **kwargs):
-        autocasts.append(kwargs.get("dtype"))
+        if kwargs.get("enabled", True):
+            autocasts.append(kwargs.get("dtype"))
         return real_autocast(*args, **kwargs)
 
     monkeypatch.setattr(torch, "autocast", spy)
