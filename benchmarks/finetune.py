@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from tunesmith.devices import physical_cores
+from tunesmith.devices import physical_cores, precision_name, use_bf16_autocast
 from tunesmith.model import GPT2, GPT2Config
 from tunesmith.tokenizer import GPT2Tokenizer
 from tunesmith.train.api import _optimizer, _set_dropout
@@ -70,12 +70,13 @@ class Setup:
         return statistics.median(self.rates)
 
 
-def hf_setup(device: torch.device) -> Setup:
+def hf_setup(device: torch.device, bf16: bool = False, fused: bool = False) -> Setup:
+    """A plain transformers loop; bf16: under bf16 autocast (as a GPU user would train)."""
     from transformers import GPT2Config as HFConfig
     from transformers import GPT2LMHeadModel
 
     model = GPT2LMHeadModel(HFConfig()).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-5)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=fused or None)
 
     def step(batch):
         inputs, labels = batch.inputs.to(device), batch.labels.to(device)
@@ -84,17 +85,24 @@ def hf_setup(device: torch.device) -> Setup:
         mask = (
             torch.arange(inputs.shape[1], device=device)[None] <= (labels != -100).sum(1)[:, None]
         )
-        loss = model(input_ids=inputs, attention_mask=mask.long(), labels=hf_labels).loss
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=inputs, attention_mask=mask.long(), labels=hf_labels).loss
         loss.backward()
         opt.step()
         opt.zero_grad()
 
-    return Setup("transformers", step)
+    name = "transformers" + (" bf16" if bf16 else "") + (", fused AdamW" if fused else "")
+    return Setup(name, step)
 
 
 def tunesmith_setup(
-    device: torch.device, lora: bool, dropout: float | None, bf16: bool = False
+    device: torch.device,
+    lora: bool,
+    dropout: float | None,
+    bf16: bool | None = None,
+    compile_: bool = False,
 ) -> Setup:
+    """tunesmith's training step; bf16 None: what --precision auto picks on this device."""
     config = FinetuneConfig(data="-", lora=lora, dropout=dropout)
     model = GPT2(GPT2Config())
     _set_dropout(model, dropout, config.attn_dropout if dropout is None else dropout)
@@ -105,27 +113,26 @@ def tunesmith_setup(
     model.to(device).train()
     opt = _optimizer(model, config)
     params = [p for p in model.parameters() if p.requires_grad]
-    amp = device.type == "cuda" or bf16
+    amp = use_bf16_autocast("auto", device) if bf16 is None else bf16
+    train_model = torch.compile(model) if compile_ else model
 
     def step(batch):
         b = batch.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = model(b.inputs, targets=b.labels)
+            loss = train_model(b.inputs, targets=b.labels)
         (loss / b.num_targets).backward()
         torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     kind = "LoRA" if lora else "full"
-    drop = _drop(dropout)
-    cpu_bf16 = ", bf16 autocast" if bf16 and device.type == "cpu" else ""
-    return Setup(f"tunesmith {kind}{drop}{cpu_bf16}", step)
+    precision = "auto: " + precision_name(amp) if bf16 is None else precision_name(amp)
+    compiled = ", --compile" if compile_ else ""
+    return Setup(f"tunesmith {kind}{_drop(dropout)}, {precision}{compiled}", step)
 
 
 def _drop(dropout: float | None) -> str:
-    if dropout is None:
-        return " (defaults: attention dropout 0, other 0.1)"
-    return f", all dropout {dropout:g}"
+    return "" if dropout is None else f", all dropout {dropout:g}"
 
 
 def measure(setups: list[Setup], batches, rounds: int) -> None:
@@ -157,9 +164,13 @@ def main() -> int:
         help="also time full fine-tunes with this dropout in every layer (e.g. 0.1)",
     )
     p.add_argument("--skip-a", action="store_true")
+    p.add_argument("--skip-steps", action="store_true", help="only the whole-process run")
     p.add_argument(
-        "--cpu-bf16", action="store_true", help="also time --precision bf16 on CPU (opt-in)"
+        "--whole-process",
+        action="store_true",
+        help="also time a whole 6-step `tunesmith finetune` against a transformers script",
     )
+    p.add_argument("--process-steps", type=int, default=6)
     args = p.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -180,50 +191,60 @@ def main() -> int:
         flush=True,
     )
 
+    if not args.skip_steps:
+        results = step_benchmark(args, device, plan_a, plan_b)
+        report(results, args, epoch_tokens_b, plan_a.num_targets())
+    if args.whole_process:
+        import whole_process
+
+        whole_process.compare(Path(args.data), args.process_steps, args.rounds_a or 1)
+    return 0
+
+
+def step_benchmark(args, device, plan_a, plan_b) -> dict[str, dict[str, float]]:
     results = {}
+    auto = use_bf16_autocast("auto", device)
     for label, plan, rounds in (("(b)", plan_b, args.rounds_b), ("(a)", plan_a, args.rounds_a)):
         if label == "(a)" and args.skip_a:
             continue
         batches = [plan.collate(ix) for ix in plan.epoch(0)[: rounds + 1]]
-        setups = [hf_setup(device)]
-        for d in [None, *args.dropout]:
+        setups = [hf_setup(device), tunesmith_setup(device, lora=False, dropout=None)]
+        if auto:  # the like-for-like row beside auto's bf16
+            setups.append(tunesmith_setup(device, lora=False, dropout=None, bf16=False))
+        for d in args.dropout:
             setups.append(tunesmith_setup(device, lora=False, dropout=d))
         setups.append(tunesmith_setup(device, lora=True, dropout=None))
-        if args.cpu_bf16 and device.type == "cpu":
-            setups.append(tunesmith_setup(device, lora=False, dropout=None, bf16=True))
         shape = "2 x 1,024-token blocks" if label == "(a)" else f"{args.batch_b} jokes/batch"
         print(f"{label} {shape}: {rounds} timed steps per setup", flush=True)
         measure(setups, batches, rounds)
         results[label] = {s.name: s.tokens_per_s for s in setups}
         del setups
+    return results
+
+
+def report(results, args, epoch_tokens_b: int, blocks_tokens: int) -> None:
+    """Each setup against transformers, and the seed's job projected from the (b) steps."""
     print()
     for label, res in results.items():
         hf = res["transformers"]
-        full = res[f"tunesmith full{_drop(None)}"]
-        lora = [v for k, v in res.items() if k.startswith("tunesmith LoRA")][-1]
+        full = next(v for k, v in res.items() if k.startswith("tunesmith full, auto"))
+        lora = next(v for k, v in res.items() if k.startswith("tunesmith LoRA, auto"))
         print(f"{label}")
         for name, v in res.items():
-            print(f"  {name:32s} {v:9,.0f} tokens/s  {v / hf:5.2f}x transformers")
-        print(f"  LoRA vs full fine-tune: {lora / full:.2f}x")
-    if "(b)" in results:
-        full = results["(b)"][f"tunesmith full{_drop(None)}"]
-        hf_a = results.get("(a)", {}).get("transformers")
-        seconds = SEED_EPOCHS * epoch_tokens_b / full
-        print(f"\nseed's job (10 epochs of {Path(args.data).name}, GPT-2 124M, full fine-tune):")
-        print(f"  tunesmith, one joke per sequence: {seconds / 60:.0f} min")
-        bf16 = [v for k, v in results["(b)"].items() if "bf16" in k]
-        if bf16:
-            print(
-                f"  tunesmith --precision bf16: "
-                f"{SEED_EPOCHS * epoch_tokens_b / bf16[0] / 60:.0f} min"
-            )
-        if hf_a:
-            blocks_tokens = plan_a.num_targets()
-            print(
-                f"  transformers loop, 1,024-token blocks: "
-                f"{SEED_EPOCHS * blocks_tokens / hf_a / 3600:.1f} h (the seed took 44.6 h)"
-            )
-    return 0
+            print(f"  {name:44s} {v:9,.0f} tokens/s  {v / hf:5.2f}x transformers")
+        print(f"  LoRA vs full fine-tune (auto precision): {lora / full:.2f}x")
+    if "(b)" not in results:
+        return
+    print(f"\nseed's job (10 epochs of {Path(args.data).name}, GPT-2 124M), projected:")
+    for name, rate in results["(b)"].items():
+        if name.startswith("tunesmith"):
+            print(f"  {name:44s} {SEED_EPOCHS * epoch_tokens_b / rate / 60:5.0f} min")
+    hf_a = results.get("(a)", {}).get("transformers")
+    if hf_a:
+        print(
+            f"  transformers loop, 1,024-token blocks: "
+            f"{SEED_EPOCHS * blocks_tokens / hf_a / 3600:.1f} h (the seed took 44.6 h)"
+        )
 
 
 if __name__ == "__main__":

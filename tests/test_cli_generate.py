@@ -125,6 +125,7 @@ def test_generate_is_recorded_as_a_run(model, workspace, capsys):
         (["--prompt", "word " * 100, "--length", "70"], "exceeds the model's context of 128"),
         (["--device", "tpu"], "unknown device"),
         (["--dtype", "int3"], "unknown dtype"),
+        (["--quantize", "int4"], "unknown quantization 'int4'; use --quantize none or int8"),
     ],
 )
 def test_bad_input_is_one_clean_line(model, workspace, capsys, args, message):

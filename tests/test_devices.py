@@ -28,7 +28,11 @@ def test_inference_dtype_follows_native_bf16_on_the_cpu(monkeypatch, native):
 
 def test_training_autocast_policy(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert devices.use_bf16_autocast("auto", cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert not devices.use_bf16_autocast("auto", cuda)  # e.g. a V100: fp32
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
     assert not devices.use_bf16_autocast("auto", cpu)
     assert not devices.use_bf16_autocast("fp32", cuda)
     monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)

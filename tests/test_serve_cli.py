@@ -138,3 +138,21 @@ def test_a_bad_server_setting_is_one_line_and_exit_2(workspace, capsys):
     assert main(["serve", "--header-timeout", "0", "--no-run"]) == 2
     err = capsys.readouterr().err
     assert err == "tunesmith: error: header-timeout must be more than 0 seconds\n"
+
+
+def test_serve_quantize_int8_answers_as_the_quantized_generator(model_run, tiny_model_dir):
+    from tunesmith.generate import GenerationConfig, TextGenerator
+
+    proc, url = start_serve("--model", "runs/1", "--quantize", "int8")
+    try:
+        api = openai.OpenAI(base_url=url, api_key="-", max_retries=0, timeout=30)
+        served = api.completions.create(model="runs/1", prompt="Hi", max_tokens=6, temperature=0)
+    finally:
+        code, err = stop(proc, signal.SIGTERM)
+    assert code == 0, err
+    assert open_workspace(model_run).get(2).params["quantize"] == "int8"
+    local = TextGenerator.load(str(tiny_model_dir), quantize="int8")
+    config = GenerationConfig(length=6, temperature=0, ignore_eos=True)
+    expected = local.generate("Hi", 1, config)[0].text
+    assert served.choices[0].text == expected[: len(served.choices[0].text)]
+    assert served.choices[0].text

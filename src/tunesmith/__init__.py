@@ -71,13 +71,16 @@ __all__ = [
 ]
 
 
-def load(source: str = "gpt2", device: str = "auto", dtype: str = "auto") -> TextGenerator:
-    """A TextGenerator for a hub id (gpt2, distilgpt2, ...), a model folder, or a run."""
+def load(
+    source: str = "gpt2", device: str = "auto", dtype: str = "auto", quantize: str = "none"
+) -> TextGenerator:
+    """A TextGenerator for a hub id (gpt2, distilgpt2, ...), a model folder, or a run;
+    quantize="int8" stores the linear layers and LM head as int8 (faster decoding on CPU)."""
     from tunesmith.generate import TextGenerator
     from tunesmith.runs.references import resolve_reference
 
     path = str(resolve_reference(source))  # runs/N → its model folder; anything else as given
-    generator = TextGenerator.load(path, device=device, dtype=dtype)
+    generator = TextGenerator.load(path, device=device, dtype=dtype, quantize=quantize)
     generator.source = str(source)
     return generator
 

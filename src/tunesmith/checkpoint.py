@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from tunesmith.errors import CheckpointError, ModelNotFoundError, TunesmithError
 from tunesmith.files import write_atomically
@@ -273,33 +274,49 @@ def read_config(folder: Path) -> GPT2Config:
     return GPT2Config.from_hf(hf)
 
 
-def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
-    """The raw tensors of a checkpoint folder, never unpickling arbitrary objects."""
+def read_state_dict(folder: Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The raw tensors of a checkpoint folder, never unpickling arbitrary objects; floating
+    tensors converted to `dtype` one at a time as they are read (no whole float32 copy)."""
     if (folder / SAFETENSORS).is_file():
-        return load_file(folder / SAFETENSORS)
-    for index_name, loader in ((SAFETENSORS_INDEX, load_file), (PYTORCH_BIN_INDEX, _load_bin)):
+        return _load_safetensors(folder / SAFETENSORS, dtype)
+    for index_name, loader in (
+        (SAFETENSORS_INDEX, _load_safetensors),
+        (PYTORCH_BIN_INDEX, _load_bin),
+    ):
         if (folder / index_name).is_file():
             shards = sorted(
                 set(json.loads((folder / index_name).read_text())["weight_map"].values())
             )
             state: dict[str, torch.Tensor] = {}
             for shard in shards:
-                state.update(loader(folder / shard))
+                state.update(loader(folder / shard, dtype))
             return state
     if (folder / PYTORCH_BIN).is_file():
-        return _load_bin(folder / PYTORCH_BIN)
+        return _load_bin(folder / PYTORCH_BIN, dtype)
     raise CheckpointError(
         f"no weights in {folder}: expected {SAFETENSORS} (or shards) or {PYTORCH_BIN}"
     )
 
 
-def _load_bin(path: Path) -> dict[str, torch.Tensor]:
+def _load_safetensors(path: Path, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    with safe_open(path, framework="pt") as f:
+        return {key: _as_dtype(f.get_tensor(key), dtype) for key in f.keys()}
+
+
+def _as_dtype(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    if dtype is None or not tensor.is_floating_point():
+        return tensor
+    return tensor.to(dtype)
+
+
+def _load_bin(path: Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # a pickle holding anything but tensors is refused here
         raise CheckpointError(
             f"cannot load {path} safely as plain tensors ({e}); convert it to model.safetensors"
         ) from None
+    return {key: _as_dtype(tensor, dtype) for key, tensor in state.items()}
 
 
 def to_tunesmith_names(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -329,6 +346,14 @@ def to_hf_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model: GPT2, hf_state: dict[str, torch.Tensor], source: str = "checkpoint"):
+    """Copy a Hugging Face state dict into `model`'s existing (allocated) parameters."""
+    model.load_state_dict(_checked_state(model, hf_state, source), strict=False)
+
+
+def _checked_state(
+    model: GPT2, hf_state: dict[str, torch.Tensor], source: str
+) -> dict[str, torch.Tensor]:
+    """hf_state under our names, checked against the model's shapes, without the tied head."""
     state = to_tunesmith_names(hf_state)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and k != "lm_head.weight"]
@@ -338,15 +363,13 @@ def load_weights(model: GPT2, hf_state: dict[str, torch.Tensor], source: str = "
             "is it a GPT-2 checkpoint matching its config.json?"
         )
     for key, tensor in state.items():
-        if key not in expected:
-            continue  # extra heads or buffers another library saved
-        if tuple(tensor.shape) != tuple(expected[key].shape):
+        if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
             raise CheckpointError(
                 f"{source}: weight {key} has shape {tuple(tensor.shape)}, config.json implies "
                 f"{tuple(expected[key].shape)}"
             )
-    state.pop("lm_head.weight", None)  # tied to wte
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    # Extra heads or buffers another library saved are dropped; lm_head is tied to wte.
+    return {k: v for k, v in state.items() if k in expected and k != "lm_head.weight"}
 
 
 def load_checkpoint(
@@ -354,17 +377,20 @@ def load_checkpoint(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> tuple[GPT2, GPT2Tokenizer, Path]:
-    """Load model and tokenizer from a hub id, folder or run; returns them and the folder."""
+    """Load model and tokenizer from a hub id or folder; returns them and the folder.
+
+    The weights go straight from the file into `dtype` on `device`: the model is built without
+    any init (its empty tensors never touched) and takes the loaded tensors as its parameters."""
     folder = resolve_model_dir(source)
     config = read_config(folder)
-    with torch.device("meta"):  # no memory or init work for weights about to be replaced
-        model = GPT2(config, init_weights=False)
-    model = model.to_empty(device="cpu")
-    load_weights(model, read_state_dict(folder), str(source))
-    model.lm_head.weight = model.transformer.wte.weight  # re-tie after to_empty
-    model = model.to(device=device, dtype=dtype).eval()
+    model = GPT2(config, init_weights=False)
+    state = _checked_state(model, read_state_dict(folder, dtype), str(source))
+    # The Conv1D transposes are views: each becomes its own contiguous parameter here.
+    state = {k: v.to(device=device, dtype=dtype).contiguous() for k, v in state.items()}
+    model.load_state_dict(state, strict=False, assign=True)
+    model.lm_head.weight = model.transformer.wte.weight  # re-tie: assign replaced wte's
     tokenizer = GPT2Tokenizer.from_folder(folder)
-    return model, tokenizer, folder
+    return model.eval(), tokenizer, folder
 
 
 def save_checkpoint(

@@ -12,12 +12,15 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import torch
+
 from tunesmith.checkpoint import load_checkpoint
 from tunesmith.decoding import DecodingSequence, SamplingSettings, check_fits, decode
 from tunesmith.devices import resolve_device, resolve_dtype, use_all_cores
 from tunesmith.errors import UsageError
 from tunesmith.model import GPT2
 from tunesmith.options import option
+from tunesmith.quantize import check_quantization, quantize_model
 from tunesmith.tokenizer import GPT2Tokenizer
 
 
@@ -125,12 +128,23 @@ class TextGenerator:
         self.source = source
 
     @classmethod
-    def load(cls, source: str = "gpt2", device: str = "auto", dtype: str = "auto"):
-        """Load from a hub id, a Hugging Face folder or a run (runs/N)."""
+    def load(
+        cls, source: str = "gpt2", device: str = "auto", dtype: str = "auto", quantize: str = "none"
+    ) -> TextGenerator:
+        """Load from a hub id or a Hugging Face folder (`tunesmith.load` also takes runs/N).
+        quantize "int8": weight-only int8 linear layers and LM head (`tunesmith.quantize`),
+        activations in `dtype`."""
+        check_quantization(quantize)
         dev = resolve_device(device)
         if dev.type == "cpu":
             use_all_cores()
-        model, tokenizer, _ = load_checkpoint(source, dev, resolve_dtype(dtype, dev))
+        compute_dtype = resolve_dtype(dtype, dev)
+        if quantize == "none":
+            model, tokenizer, _ = load_checkpoint(source, dev, compute_dtype)
+        else:
+            # Scales come from the float32 weights, then the model moves to its device/dtype.
+            model, tokenizer, _ = load_checkpoint(source, "cpu", torch.float32)
+            model = quantize_model(model, quantize).to(dev, compute_dtype)
         return cls(model, tokenizer, str(source))
 
     @property

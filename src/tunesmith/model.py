@@ -7,7 +7,10 @@ where GPT-2 used Conv1D, so those four weights are stored transposed (see checkp
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -199,6 +202,26 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+_NO_INIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _layers_uninitialised() -> Iterator[None]:
+    """Layers built inside skip their reset_parameters (their random init). Cheaper than
+    building on the meta device, which imports torch._dynamo (about 1.5 s) to run the init
+    functions there. The lock keeps threads that build layers at the same time apart."""
+    classes = (nn.Linear, nn.Embedding, nn.LayerNorm)
+    with _NO_INIT_LOCK:
+        saved = [cls.__dict__["reset_parameters"] for cls in classes]
+        try:
+            for cls in classes:
+                cls.reset_parameters = lambda self: None
+            yield
+        finally:
+            for cls, method in zip(classes, saved, strict=True):
+                cls.reset_parameters = method
+
+
 class Transformer(nn.Module):
     """The `transformer.` prefix of GPT2LMHeadModel's parameter names."""
 
@@ -213,11 +236,13 @@ class Transformer(nn.Module):
 
 class GPT2(nn.Module):
     def __init__(self, config: GPT2Config, init_weights: bool = True):
-        """init_weights=False skips GPT-2's random init, for weights about to be loaded."""
+        """init_weights=False leaves the weights uninitialised (torch.empty), for weights
+        about to be loaded: no random init at all, not even the layers' own."""
         super().__init__()
         self.config = config
-        self.transformer = Transformer(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        with contextlib.nullcontext() if init_weights else _layers_uninitialised():
+            self.transformer = Transformer(config)
+            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
         self.gradient_checkpointing = False
         if not init_weights:
@@ -237,13 +262,14 @@ class GPT2(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
+    # Read from the final layer norm, which stays float when the linear layers are quantized.
     @property
     def device(self) -> torch.device:
-        return self.lm_head.weight.device
+        return self.transformer.ln_f.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.lm_head.weight.dtype
+        return self.transformer.ln_f.weight.dtype
 
     def make_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         return KVCache(

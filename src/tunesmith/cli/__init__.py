@@ -45,21 +45,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> Parser:
+def build_parser(command: str | None = None) -> Parser:
+    """The CLI's parser; given the subcommand about to run, only that one's module is imported
+    (another's imports, e.g. `data`'s readers, would only slow its start)."""
     parser = Parser(
         prog="tunesmith",
         description="Fine-tune GPT-2-family models on your text and generate from them.",
     )
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMAND_MODULES:
+    for name in [command] if command in SUBCOMMAND_MODULES else SUBCOMMAND_MODULES:
         importlib.import_module(f"tunesmith.cli.{name}").register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     args.command_line = ["tunesmith", *argv]  # recorded with the run
     try:

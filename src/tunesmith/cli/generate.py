@@ -32,6 +32,10 @@ class GenerateJob:
     batch_size: int = option(8, "samples decoded together")
     device: str = option("auto", "auto, cpu or cuda")
     dtype: str = option("auto", "auto, float32, bfloat16 or float16")
+    # Checked by tunesmith.quantize (which imports torch, kept out of the CLI's start).
+    quantize: str = option(
+        "none", "none, or int8: weight-only int8 linear layers and LM head (faster on CPU)"
+    )
     format: str = option(
         "text", "text, or jsonl: a JSON object per sample", choices=("text", "jsonl")
     )
@@ -65,12 +69,16 @@ def handle(args: argparse.Namespace) -> int:
     if (cluster := cluster_config(args)) is not None:
         return run_remote(args, "generate", cluster)
     from tunesmith.generate import GenerationConfig, TextGenerator
+    from tunesmith.quantize import check_quantization
 
     job = GenerateJob(**given_options(args, GenerateJob))
+    check_quantization(job.quantize)  # before a run is recorded
     config = GenerationConfig(**given_options(args, GenerationConfig))
     prompt = _read_prompt(job, config)
     with run_for(args, "generate", {**asdict(job), **asdict(config)}) as run:
-        generator = TextGenerator.load(run.use(job.model), device=job.device, dtype=job.dtype)
+        generator = TextGenerator.load(
+            run.use(job.model), device=job.device, dtype=job.dtype, quantize=job.quantize
+        )
         if job.num_samples == 1 and job.format == "text":
             samples = [_stream_one(generator, prompt, config)]
         else:

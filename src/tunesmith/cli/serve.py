@@ -29,6 +29,12 @@ def register(subparsers) -> None:
     add_config_arguments(p, ServerConfig)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    p.add_argument(
+        "--quantize",
+        default="none",
+        choices=("none", "int8"),
+        help="int8: weight-only int8 linear layers and LM head (faster on CPU)",
+    )
     add_run_options(p)
     p.set_defaults(handler=handle)
 
@@ -48,6 +54,7 @@ def handle(args: argparse.Namespace) -> int:
         "name": args.name,
         "device": args.device,
         "dtype": args.dtype,
+        "quantize": args.quantize,
         **asdict(config),
         "api_key": config.api_key is not None,  # whether one was set, never the key
     }
@@ -59,7 +66,9 @@ def handle(args: argparse.Namespace) -> int:
             source = str(resolved.path)
             # runs/last would name another run tomorrow: clients see the run's number
             name = args.name or str(Reference(resolved.run_id, resolved.reference.subpath))
-        generator = TextGenerator.load(source, device=args.device, dtype=args.dtype)
+        generator = TextGenerator.load(
+            source, device=args.device, dtype=args.dtype, quantize=args.quantize
+        )
         template = ChatTemplate.from_folder(resolve_model_dir(source))
         log = RequestLog(run.dir / "requests.jsonl" if run.enabled else None)
         totals = serve(generator, config, name, log, on_ready=_announce, chat_template=template)

@@ -11,7 +11,12 @@ import torch
 from tqdm import tqdm
 
 from tunesmith.checkpoint import load_checkpoint, save_checkpoint
-from tunesmith.devices import resolve_device, set_training_threads, use_bf16_autocast
+from tunesmith.devices import (
+    precision_name,
+    resolve_device,
+    set_training_threads,
+    use_bf16_autocast,
+)
 from tunesmith.errors import CheckpointError, DataError, UsageError
 from tunesmith.files import write_folder_atomically, write_text_atomically
 from tunesmith.model_sizes import random_model
@@ -99,10 +104,12 @@ def _finetune(config, run, info, device, train_texts, val_texts, log) -> Finetun
     longest = max(len(s) for s in plan.sequences) - 1  # inputs drop the last token
     _prepare_model(model, config, device, min(longest, block_size))
     optimizer = _optimizer(model, config)
+    autocast = use_bf16_autocast(config.precision, device)
     state, best = _restore(resume_dir, model, optimizer, config.early_stop)
     if info.is_main:
         config.save(run.dir)
-        for line in _announce(config, model, plan, total_steps, cut, resume_dir, state):
+        precision = run.final_metrics["precision"] = precision_name(autocast)  # auto's choice
+        for line in _announce(config, model, plan, total_steps, cut, resume_dir, state, precision):
             log(line)
         for record in state.history:  # the resumed run's metrics cover the whole training
             run.log_metrics({k: v for k, v in record.items() if k != "step"}, record["step"])
@@ -123,14 +130,14 @@ def _finetune(config, run, info, device, train_texts, val_texts, log) -> Finetun
         run=run,
         rank=info.rank,
         world=info.world,
-        autocast=use_bf16_autocast(config.precision, device),
+        autocast=autocast,
         progress=log,
     )
     state = train(trainer, state, best)
     val_after = _final_val_loss(state, config.early_stop)
     if not info.is_main:
         return FinetuneResult(None, state.step, state.val_before, val_after, "", {})
-    return _finish(run, config, model, tokenizer, train_texts, state, val_after)
+    return _finish(run, config, model, tokenizer, train_texts, state, val_after, autocast)
 
 
 def _load_model(source: str | None, config: FinetuneConfig):
@@ -203,10 +210,14 @@ def _final_val_loss(state: TrainState, early_stop: int | None) -> float | None:
     )
 
 
-def _finish(run, config, model, tokenizer, train_texts, state, val_after) -> FinetuneResult:
+def _finish(
+    run, config, model, tokenizer, train_texts, state, val_after, autocast
+) -> FinetuneResult:
     model.eval()
     lens = [len(ids) for ids in tokenizer.encode_batch(train_texts)]
-    with torch.random.fork_rng(devices=[]):
+    # The report's samples decode together, in the precision training ran in.
+    amp = torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=autocast)
+    with torch.random.fork_rng(devices=[]), amp:
         ids = sample_ids(
             model, tokenizer.eos_id, config.report_samples, config.sample_tokens, config.seed
         )
@@ -239,7 +250,10 @@ def _finish(run, config, model, tokenizer, train_texts, state, val_after) -> Fin
     if values["val_ppl_before"] is not None and values["val_ppl_after"] is not None:
         ppl = f", val ppl {values['val_ppl_before']:.1f} -> {values['val_ppl_after']:.1f}"
     kind = "LoRA" if config.lora else "full"
-    run.set_summary(f"{kind} fine-tune of {config.model_name}: {state.step} steps{ppl}")
+    precision = run.final_metrics.get("precision", "")
+    run.set_summary(
+        f"{kind} fine-tune of {config.model_name} ({precision}): {state.step} steps{ppl}"
+    )
     run.set_main_output(MODEL_DIR)
     return FinetuneResult(
         model_dir, state.step, state.val_before, val_after, report, run.final_metrics
@@ -319,7 +333,7 @@ def _load_best(folder: Path) -> dict | None:
     return load_file(best / "model.safetensors")
 
 
-def _announce(config, model, plan, total_steps, cut, resume_dir, state) -> list[str]:
+def _announce(config, model, plan, total_steps, cut, resume_dir, state, precision) -> list[str]:
     """What is about to train, in a few lines."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -327,7 +341,7 @@ def _announce(config, model, plan, total_steps, cut, resume_dir, state) -> list[
     lines = [
         f"finetune {config.model_name}: {kind}, {trainable:,} of {total:,} parameters train; "
         f"{len(plan.sequences):,} {config.packing} ({plan.num_targets():,} tokens), "
-        f"{len(plan)} steps/epoch, {total_steps} steps"
+        f"{len(plan)} steps/epoch, {total_steps} steps, {precision}"
     ]
     if cut:
         lines.append(f"note: {cut} examples were longer than the block size and were cut")

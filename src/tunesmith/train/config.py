@@ -112,7 +112,7 @@ class FinetuneConfig:
     device: str = option("auto", "where to train", choices=DEVICES)
     precision: str = option(
         "auto",
-        "auto: fp32 on CPU, bf16 autocast on CUDA; bf16 on CPU needs native bf16",
+        "auto: bf16 autocast (fp32 weights) on CUDA and on CPUs with native bf16, else fp32",
         choices=PRECISIONS,
     )
     compile: bool = option(False, "torch.compile the model")

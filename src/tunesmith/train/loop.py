@@ -307,8 +307,15 @@ def _write_samples(t: Trainer, state: TrainState) -> None:
 
 def save(t: Trainer, state: TrainState) -> None:
     if t.is_main:
+        # The last checkpoint lets a run killed before its model is saved finish on --resume
+        # without training again; no step follows it, so it needs no optimizer state.
+        finished = state.step >= t.total_steps or state.stopped_early
         resume_state.save_training_checkpoint(
-            t.run.dir, t.model, t.optimizer, state.to_dict(), t.config.keep_checkpoints
+            t.run.dir,
+            t.model,
+            None if finished else t.optimizer,
+            state.to_dict(),
+            t.config.keep_checkpoints,
         )
     if t.world > 1:
         dist.barrier()

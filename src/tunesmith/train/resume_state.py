@@ -28,6 +28,7 @@ CHECKPOINTS = "checkpoints"
 BEST = "best"
 PREFIX = "step-"
 STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.pt"
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -65,17 +66,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_training_checkpoint(
     run_dir: Path,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     trainer_state: dict[str, Any],
     keep: int,
 ) -> Path:
-    """Write checkpoints/step-N atomically, then prune to the newest `keep`."""
+    """Write checkpoints/step-N atomically, then prune to the newest `keep`. optimizer None:
+    training is over, so its state (twice the weights' bytes) would never be read again."""
     root = Path(run_dir) / CHECKPOINTS
     final = root / f"{PREFIX}{trainer_state['step']:07d}"
 
     def write(tmp: Path) -> None:
         save_file(trainable_state(model), tmp / "model.safetensors", metadata={"format": "pt"})
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
         torch.save(rng_state(), tmp / "rng.pt")
         (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=1))
 
@@ -169,7 +172,8 @@ def load_training_checkpoint(
     """Restore weights, optimizer and RNG; return the trainer state (step, position, history)."""
     load_weights_into(model, folder)
     try:
-        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        if (folder / OPTIMIZER_FILE).is_file():  # absent once training has finished
+            optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, weights_only=True))
         rng = torch.load(folder / "rng.pt", weights_only=True)
         state = json.loads((folder / STATE_FILE).read_text())
     except (OSError, ValueError, RuntimeError) as e:
