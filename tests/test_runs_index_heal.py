@@ -3,6 +3,7 @@ meta.json with one warning and nothing lost; a read-only workspace can still be 
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -53,7 +54,12 @@ def _snapshot(ws) -> list[tuple]:
     ],
 )
 def test_a_broken_index_is_rebuilt_from_meta_json(history, capsys, damage, problem):
-    before = _snapshot(open_workspace())
+    ws = open_workspace()
+    before = _snapshot(ws)
+    # Closed before the damage: a connection closed later (by the garbage collector, at any
+    # time) would checkpoint its WAL back into the damaged file.
+    ws.close()
+    gc.collect()  # and so are the unreferenced ones of earlier commands in this process
     db = history / "runs" / "index.db"
     for suffix in ("-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
