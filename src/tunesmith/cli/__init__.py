@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from tunesmith import __version__
 from tunesmith.errors import TunesmithError
 
-SUBCOMMAND_MODULES = ["generate", "data", "finetune", "run", "runs", "serve", "ui"]
+SUBCOMMAND_MODULES = ["generate", "data", "finetune", "sweep", "run", "runs", "serve", "ui"]
 
 
 class Parser(argparse.ArgumentParser):
