@@ -36,7 +36,10 @@ def _flags(p: argparse.ArgumentParser) -> None:
     ranges = p.add_argument_group("ranges (any finetune option: a,b,c or a:b[:log])")
     for option in _sweepable().values():
         ranges.add_argument(
-            option.flag, dest=f"range_{option.name}", metavar="VALUES", default=argparse.SUPPRESS,
+            option.flag,
+            dest=f"range_{option.name}",
+            metavar="VALUES",
+            default=argparse.SUPPRESS,
             help=argparse.SUPPRESS,
         )
     add_workspace_option(p)

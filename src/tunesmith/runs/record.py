@@ -34,7 +34,6 @@ from tunesmith.runs.references import (
 from tunesmith.runs.schema import to_json
 from tunesmith.runs.workspace import Workspace, open_workspace
 
-
 # Set by a run that starts other runs as its parts (a sweep's trials): each records it as
 # its parent. An environment variable, since the parts are separate `tunesmith` processes.
 PARENT_ENV = "TUNESMITH_PARENT_RUN"

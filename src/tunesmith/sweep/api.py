@@ -39,7 +39,9 @@ def check_command(command: list[str], space: SearchSpace) -> list[str]:
         raise UsageError("give the trials' command after --, e.g. `-- finetune --data runs/1`")
     for flag in (*RESERVED, *(d.option.flag for d in space.dimensions)):
         if any(arg == flag or arg.startswith(flag + "=") for arg in command[1:]):
-            raise UsageError(f"{flag} is set by the sweep for each trial; leave it out of the command")
+            raise UsageError(
+                f"{flag} is set by the sweep for each trial; leave it out of the command"
+            )
     return list(command)
 
 
@@ -80,9 +82,10 @@ def sweep(
         state = new_state(config, space, command, run)
     state.save(run.dir)
     kept = sum(t.status in ("succeeded", "stopped", "failed") for t in state.trials)
+    kept_note = f" ({kept} kept from {config.resume})" if kept else ""
     print(
-        f"sweep: {len(state.trials)} trials" + (f" ({kept} kept from {config.resume})" if kept else "")
-        + f", {config.parallel} at a time, {config.mode} {config.metric}",
+        f"sweep: {len(state.trials)} trials{kept_note}, {config.parallel} at a time, "
+        f"{config.mode} {config.metric}",
         file=out,
         flush=True,
     )

@@ -57,7 +57,7 @@ def format_table(header: list[str], body: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     lines = []
     for r in [header, *body]:
-        cells = [c.ljust(w) for c, w in zip(r[:-1], widths[:-1])]
+        cells = [c.ljust(w) for c, w in zip(r[:-1], widths[:-1], strict=True)]
         lines.append("  ".join([*cells, r[-1]]).rstrip())
     return "\n".join(lines)
 
@@ -88,7 +88,7 @@ def _plot_metric(path: Path, trials: list[Trial], metric: str, mode: str) -> Non
     names = list(trials[0].params) if trials else []
     fig, axes = plt.subplots(1, max(1, len(names)), figsize=(4 * max(1, len(names)), 3.2))
     axes = axes if hasattr(axes, "__len__") else [axes]
-    for ax, name in zip(axes, names):
+    for ax, name in zip(axes, names, strict=False):
         points = [(t.params[name], t.best(mode), t.status) for t in trials]
         for status, marker in (("succeeded", "o"), ("stopped", "x"), ("failed", "s")):
             xs = [p for p, v, s in points if v is not None and s == status]

@@ -130,8 +130,9 @@ class SearchSpace:
                     f"{', '.join(ranged)}: a range (a:b) needs --random N; "
                     "list values (a,b,c) for a grid"
                 )
+            names = [d.option.name for d in self.dimensions]
             grid = itertools.product(*(d.values for d in self.dimensions))
-            return [{d.option.name: v for d, v in zip(self.dimensions, row)} for row in grid]
+            return [dict(zip(names, row, strict=True)) for row in grid]
         rng = random.Random(seed)
         return [{d.option.name: d.sample(rng) for d in self.dimensions} for _ in range(count)]
 
