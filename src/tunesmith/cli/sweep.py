@@ -64,7 +64,7 @@ def _sweepable() -> dict:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from tunesmith.runs import recorded_run
-    from tunesmith.sweep import SearchSpace, SweepConfig, sweep
+    from tunesmith.sweep import SearchSpace, SweepConfig, check_command, sweep
 
     config = SweepConfig(**given_options(args, SweepConfig))
     ranges = {k.removeprefix("range_"): v for k, v in vars(args).items() if k.startswith("range_")}
@@ -75,6 +75,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     if config.resume is None:
         space = SearchSpace.parse(ranges, _sweepable())
         space.trials(config.random)  # a grid of ranges fails here, before a run exists
+        command = check_command(command, space)
     with recorded_run(
         "sweep",
         {"ranges": ranges, **dataclasses.asdict(config)},
