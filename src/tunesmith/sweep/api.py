@@ -72,9 +72,11 @@ def sweep(
     space: SearchSpace | None,
     command: list[str],
     run: RunHandle,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> SweepResult:
-    """Run (or with `config.resume`, continue) a sweep inside `run`."""
+    """Run (or with `config.resume`, continue) a sweep inside `run`; progress goes to `out`
+    (default: stdout as it is then, which a recorded run copies into its log)."""
+    out = out or sys.stdout
     if config.resume:
         state, config = resumed_state(config, run)
     else:

@@ -43,7 +43,7 @@ class LocalScheduler:
         workspace: Workspace,
         sweep_id: int | None,
         folder: Path,
-        out: TextIO = sys.stdout,
+        out: TextIO,
     ):
         self.state, self.config, self.workspace = state, config, workspace
         self.sweep_id, self.folder, self.out = sweep_id, folder, out
