@@ -40,7 +40,7 @@ def _flags(p: argparse.ArgumentParser) -> None:
             dest=f"range_{option.name}",
             metavar="VALUES",
             default=argparse.SUPPRESS,
-            help=argparse.SUPPRESS,
+            help=option.help.replace("%", "%%"),
         )
     add_workspace_option(p)
     add_name_option(p)
@@ -58,7 +58,8 @@ def _sweepable() -> dict:
         meta = option_metadata(f)
         if meta is None or not meta["cli"] or f.name in NOT_SWEPT:
             continue
-        options[f.name] = Option(f.name, _unwrap_optional(hints[f.name]), meta["choices"])
+        base = _unwrap_optional(hints[f.name])
+        options[f.name] = Option(f.name, base, meta["choices"], meta["help"])
     return options
 
 

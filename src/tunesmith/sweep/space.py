@@ -26,6 +26,7 @@ class Option:
     name: str
     type: type
     choices: tuple[Any, ...] | None = None
+    help: str = ""
 
     @property
     def flag(self) -> str:
