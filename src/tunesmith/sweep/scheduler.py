@@ -74,9 +74,10 @@ class LocalScheduler:
 
     def _start(self, trial: Trial) -> None:
         command = [sys.executable, "-m", "tunesmith", *self.state.command]
-        if trial.runs:  # restart from its checkpoints, with the settings it started with
+        resumed = self._has_checkpoint(trial)
+        if resumed:  # restart from its checkpoints, with the settings it started with
             command += ["--resume", f"runs/{trial.run}"]
-        else:
+        else:  # new, or stopped before its first checkpoint: from the start
             for name, value in trial.params.items():
                 command += ["--" + name.replace("_", "-"), str(value)]
         if "--num-threads" not in self.state.command:
@@ -95,8 +96,14 @@ class LocalScheduler:
         trial.status = "running"
         self.running.append(_Running(trial, process, len(trial.runs)))
         values = " ".join(f"{k}={v}" for k, v in trial.params.items())
-        again = " (resumed)" if trial.runs else ""
+        again = f" (resumed from runs/{trial.run})" if resumed else ""
         print(f"trial {trial.name} started{again}: {values}", file=self.out, flush=True)
+
+    def _has_checkpoint(self, trial: Trial) -> bool:
+        # finetune's training checkpoints are `checkpoints/step-N/` in its run folder
+        if trial.run is None:
+            return False
+        return any((self.workspace.run_dir(trial.run) / "checkpoints").glob("step-*"))
 
     def trial_name(self, trial: Trial) -> str:
         return f"{self.state.settings['trial_prefix']}-{trial.name}"
