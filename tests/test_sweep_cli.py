@@ -161,3 +161,19 @@ def test_a_killed_sweep_resumes_keeping_finished_trials(trial_env, tiny_model_di
     assert continued.params["resume"] == f"runs/{before[1]['runs'][0]}"
     assert ws.used(resumed.id) == [(1, "runs/1")]
     assert max(s for s, _ in after[1]["curve"]) == 60
+
+
+def test_a_failing_trial_is_recorded_and_the_others_decide(trial_env, tiny_model_dir, jokes_csv):
+    code = main(
+        ["sweep", "--random", "2", "--lr", "1e-3:3e-3:log", "--block-size", "16,100000"]
+        + ["--sweep-seed", "1"]
+        + _finetune(tiny_model_dir, jokes_csv, "--max-steps", "4", "--eval-every", "2")
+    )
+    rows = _results(trial_env, 1)  # --sweep-seed 1 draws one of each block size
+    assert code == 0
+    assert [(r["block_size"], r["status"]) for r in rows] == [
+        ("16", "succeeded"),  # ranked above the trial without a value
+        ("100000", "failed"),
+    ]
+    assert "block" in rows[1]["note"] and "trials/t1.log" in rows[1]["note"]
+    assert [float(r["lr"]) for r in rows] == [0.001159, 0.001323]
