@@ -9,6 +9,7 @@ import typing
 
 from tunesmith.cli._common import add_name_option, add_workspace_option
 from tunesmith.cli.config_args import _unwrap_optional, add_config_arguments, given_options
+from tunesmith.errors import UsageError
 from tunesmith.options import option_metadata
 
 # Finetune options a sweep does not vary: its own flags, and what it sets for each trial.
@@ -64,8 +65,8 @@ def _sweepable() -> dict:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from tunesmith.runs import recorded_run
-    from tunesmith.sweep import SearchSpace, SweepConfig, check_command, sweep
+    from tunesmith.runs import recorded_run, resolve_reference
+    from tunesmith.sweep import SearchSpace, SweepConfig, check_command, state_reference, sweep
 
     config = SweepConfig(**given_options(args, SweepConfig))
     ranges = {k.removeprefix("range_"): v for k, v in vars(args).items() if k.startswith("range_")}
@@ -73,7 +74,14 @@ def run_sweep(args: argparse.Namespace) -> int:
     if command and command[0] == "--":
         command = command[1:]
     space = None
-    if config.resume is None:
+    if config.resume is not None and (ranges or command):
+        raise UsageError(
+            f"--resume {config.resume} continues with that sweep's ranges and command; "
+            "leave them out"
+        )
+    if config.resume is not None:  # a sweep to resume, before a new run is made
+        resolve_reference(state_reference(config.resume), args.workspace, allow_unfinished=True)
+    else:
         space = SearchSpace.parse(ranges, _sweepable())
         space.trials(config.random)  # a grid of ranges fails here, before a run exists
         command = check_command(command, space)

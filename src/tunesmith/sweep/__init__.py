@@ -6,8 +6,16 @@ ones early (ASHA), and names the best trial's model as its own main output.
 `api.py` ties them into one run.
 """
 
-from tunesmith.sweep.api import SweepResult, check_command, sweep
+from tunesmith.sweep.api import SweepResult, check_command, state_reference, sweep
 from tunesmith.sweep.config import SweepConfig
 from tunesmith.sweep.space import Option, SearchSpace
 
-__all__ = ["Option", "SearchSpace", "SweepConfig", "SweepResult", "check_command", "sweep"]
+__all__ = [
+    "Option",
+    "SearchSpace",
+    "SweepConfig",
+    "SweepResult",
+    "check_command",
+    "state_reference",
+    "sweep",
+]

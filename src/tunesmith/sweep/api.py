@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TextIO
 
 from tunesmith.errors import UsageError
-from tunesmith.runs import RunHandle
+from tunesmith.runs import RunHandle, is_run_reference, parse_reference
 from tunesmith.sweep.config import SweepConfig
 from tunesmith.sweep.results import best_trial, write_results
 from tunesmith.sweep.scheduler import LocalScheduler
 from tunesmith.sweep.space import SearchSpace
-from tunesmith.sweep.trials import SweepState, Trial
+from tunesmith.sweep.trials import STATE_FILE, SweepState, Trial
 
 # Set by the sweep for every trial, so a trial command cannot choose them.
 RESERVED = ("--name", "--workspace", "--resume", "--no-run", "--output-dir")
@@ -53,12 +53,20 @@ def new_state(
     return SweepState(settings, space.to_dict(), check_command(command, space), trials)
 
 
+def state_reference(ref: str) -> str:
+    """The reference to the state file of the sweep `ref` names (`runs/N` of a finished sweep
+    names its best trial's model, not the sweep's folder)."""
+    if not is_run_reference(ref) or parse_reference(ref).subpath:
+        raise UsageError(f"--resume {ref}: give the sweep as runs/N or runs/NAME")
+    return f"{ref.rstrip('/')}/{STATE_FILE}"
+
+
 def resumed_state(config: SweepConfig, run: RunHandle) -> tuple[SweepState, SweepConfig]:
     """The state of the sweep `config.resume` names, and its settings (ours for the machine:
     --parallel)."""
     assert config.resume is not None
-    folder = Path(run.use(config.resume, allow_unfinished=True))
-    state = SweepState.load(folder, config.resume)
+    path = Path(run.use(state_reference(config.resume), allow_unfinished=True))
+    state = SweepState.load(path.parent, config.resume)
     settings = {k: v for k, v in state.settings.items() if k != "trial_prefix"}
     resumed = SweepConfig(**{**settings, "parallel": config.parallel, "resume": config.resume})
     for trial in state.trials:
