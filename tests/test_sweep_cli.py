@@ -159,7 +159,7 @@ def test_a_killed_sweep_resumes_keeping_finished_trials(trial_env, tiny_model_di
     assert after[1]["status"] == "succeeded" and len(after[1]["runs"]) == 2
     continued = ws.get(after[1]["runs"][1])
     assert continued.params["resume"] == f"runs/{before[1]['runs'][0]}"
-    assert ws.used(resumed.id) == [(1, "runs/1")]
+    assert ws.used(resumed.id) == [(1, "runs/1/sweep.json")]
     assert max(s for s, _ in after[1]["curve"]) == 60
 
 
