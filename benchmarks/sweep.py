@@ -45,7 +45,7 @@ def run_sweep(workspace: Path, jokes: Path, args: argparse.Namespace, asha: bool
     seconds = time.monotonic() - started
     if done.returncode != 0:
         sys.exit(f"sweep failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    folder = max((workspace / "runs").glob("[0-9]*"), key=lambda p: int(p.name))
+    folder = workspace / "runs" / "1"  # the sweep; its trials are runs 2 and on
     trials = json.loads((folder / "sweep.json").read_text())["trials"]
     best = min(
         (v for t in trials if t["status"] == "succeeded" for s, v in t["curve"] if s > 0),
