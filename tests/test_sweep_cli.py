@@ -92,7 +92,7 @@ def test_a_grid_finds_the_learning_rate_that_learns(trial_env, tiny_model_dir, j
 
 def test_asha_stops_a_trial_that_cannot_learn(trial_env, tiny_model_dir, jokes_csv, capsys):
     code = main(
-        ["sweep", "--lr", "3e-3,1e-9", "--eta", "2"]
+        ["sweep", "--lr", "3e-3,1e-9", "--eta", "2"]  # --sweep-seed 0 starts t0 first
         + _finetune(tiny_model_dir, jokes_csv, "--max-steps", "80", "--eval-every", "3")
     )
     assert code == 0

@@ -9,6 +9,7 @@ way and leaves them resumable.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -55,6 +56,9 @@ class LocalScheduler:
 
     def run(self) -> None:
         pending = [t for t in self.state.trials if t.status not in FINISHED]
+        # ASHA never cuts the first trials at a rung: in grid order (e.g. the smallest learning
+        # rates first) the poor ones would all come first and all run to the end.
+        random.Random(self.config.sweep_seed).shuffle(pending)
         try:
             while pending or self.running:
                 while pending and len(self.running) < self.config.parallel:
