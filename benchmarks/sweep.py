@@ -52,7 +52,7 @@ def run_sweep(workspace: Path, jokes: Path, args: argparse.Namespace, asha: bool
         default=float("nan"),
     )
     return {
-        "steps": sum(max((s for s, _ in t["curve"]), default=0) for t in trials),
+        "steps": sum(t["trained"] for t in trials),  # steps trained, stopped trials' too
         "stopped": sum(t["status"] == "stopped" for t in trials),
         "best": best,
         "seconds": seconds,

@@ -91,7 +91,7 @@ def test_asha_in_max_mode_cuts_the_low_values():
 def test_results_are_sorted_by_the_metric_and_saved(tmp_path):
     trials = [
         Trial(0, {"lr": 1e-9}, "succeeded", [2], [(0, 10.0), (4, 9.9)]),
-        Trial(1, {"lr": 1e-3}, "stopped", [3], [(0, 10.0), (4, 8.0)], note="stopped by ASHA"),
+        Trial(1, {"lr": 1e-3}, "stopped", [3], [(0, 10.0), (4, 8.0)], "stopped by ASHA", 6),
         Trial(2, {"lr": 3e-3}, "succeeded", [4], [(0, 10.0), (4, 8.5), (8, 7.0)]),
         Trial(3, {"lr": 1e-2}, "failed", [], []),
     ]
@@ -100,7 +100,7 @@ def test_results_are_sorted_by_the_metric_and_saved(tmp_path):
     rows = list(csv.reader(open(tmp_path / "results.csv")))
     assert rows[0] == ["trial", "lr", "best val_loss", "steps", "status", "run", "note"]
     assert rows[1] == ["t2", "0.003", "7.0000", "8", "succeeded", "runs/4", ""]
-    assert rows[2][-1] == "stopped by ASHA"
+    assert rows[2][-1] == "stopped by ASHA" and rows[2][3] == "6"  # steps trained
     assert "| t2 | 0.003 | 7.0000 |" in (tmp_path / "results.md").read_text()
     for plot in ("metric_vs_params.png", "val_curves.png"):
         assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"

@@ -34,7 +34,7 @@ def best_trial(trials: list[Trial], mode: str) -> Trial | None:
 
 def rows(trials: list[Trial], metric: str, mode: str) -> tuple[list[str], list[list[str]]]:
     names = list(trials[0].params) if trials else []
-    header = ["trial", *names, f"best {metric}", "steps", "status", "run", "note"]
+    header = ["trial", *names, f"best {metric}", "steps", "status", "run", "note"]  # steps trained
     body = []
     for t in ranked(trials, mode):
         best = t.best(mode)

@@ -22,7 +22,7 @@ from tunesmith.runs import Workspace
 from tunesmith.runs.record import PARENT_ENV
 from tunesmith.sweep.asha import Asha
 from tunesmith.sweep.config import SweepConfig
-from tunesmith.sweep.trials import FINISHED, SweepState, Trial, read_curve
+from tunesmith.sweep.trials import FINISHED, SweepState, Trial, read_progress
 
 TRIAL_LOGS = "trials"
 STOP_WAIT_S = 60.0  # a trial writes its last checkpoint when stopped
@@ -117,7 +117,7 @@ class LocalScheduler:
         self._find_run(item)
         if trial.run is not None:
             records = self.workspace.records_dir(trial.run) / "metrics.jsonl"
-            trial.curve = read_curve(records, self.config.metric)
+            trial.curve, trial.trained = read_progress(records, self.config.metric)
             cut = self._report(trial)
             if cut and not item.stop_note and item.process.poll() is None:
                 self._stop(item, cut)

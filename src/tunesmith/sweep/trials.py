@@ -25,6 +25,7 @@ class Trial:
     runs: list[int] = field(default_factory=list)
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, metric) evaluations
     note: str = ""
+    trained: int = 0  # the last step its metrics recorded (a stopped trial trains on a moment)
 
     @property
     def name(self) -> str:
@@ -36,7 +37,8 @@ class Trial:
 
     @property
     def steps(self) -> int:
-        return max((s for s, _ in self.curve), default=0)
+        """Steps trained."""
+        return max(self.trained, max((s for s, _ in self.curve), default=0))
 
     def best(self, mode: str) -> float | None:
         values = [v for s, v in self.curve if s > 0]  # step 0 is the untrained model
@@ -73,20 +75,23 @@ class SweepState:
         return cls(**data, trials=trials)
 
 
-def read_curve(metrics_path: Path, metric: str) -> list[tuple[int, float]]:
-    """(step, value) of each evaluation in a run's metrics.jsonl (a line still being written
-    is left for the next look)."""
-    curve = []
+def read_progress(metrics_path: Path, metric: str) -> tuple[list[tuple[int, float]], int]:
+    """(step, value) of each evaluation in a run's metrics.jsonl, and the last step it
+    recorded (a line still being written is left for the next look)."""
+    curve, last = [], 0
     try:
         lines = metrics_path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        return []
+        return [], 0
     for line in lines:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            continue
+        last = max(last, record["step"])
         value = record.get(metric)
-        if isinstance(value, (int, float)) and "step" in record:
-            curve.append((int(record["step"]), float(value)))
-    return curve
+        if isinstance(value, (int, float)):
+            curve.append((record["step"], float(value)))
+    return curve, last
