@@ -16,6 +16,7 @@ import pytest
 
 from tunesmith.cli import main
 from tunesmith.runs import open_workspace, resolve_reference
+from tunesmith.train.resume_state import list_checkpoints
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +139,7 @@ def test_a_killed_sweep_resumes_keeping_finished_trials(trial_env, tiny_model_di
             trials = _trials(trial_env)
             if len(trials) < 2 or trials[0]["status"] != "succeeded" or not trials[1]["runs"]:
                 return False
-            return (trial_env / "runs" / str(trials[1]["runs"][0]) / "checkpoints").is_dir()
+            return bool(list_checkpoints(trial_env / "runs" / str(trials[1]["runs"][0])))
 
         _wait_for(second_has_checkpoint)
         sweep.send_signal(signal.SIGTERM)

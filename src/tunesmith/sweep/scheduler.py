@@ -104,10 +104,12 @@ class LocalScheduler:
         print(f"trial {trial.name} started{again}: {values}", file=self.out, flush=True)
 
     def _has_checkpoint(self, trial: Trial) -> bool:
-        # finetune's training checkpoints are `checkpoints/step-N/` in its run folder
+        # finetune's complete checkpoints: `checkpoints/step-N/trainer_state.json` in its run
+        # folder (tunesmith.train.resume_state, which this layer does not import)
         if trial.run is None:
             return False
-        return any((self.workspace.run_dir(trial.run) / "checkpoints").glob("step-*"))
+        folder = self.workspace.run_dir(trial.run) / "checkpoints"
+        return any(folder.glob("step-*/trainer_state.json"))
 
     def trial_name(self, trial: Trial) -> str:
         return f"{self.state.settings['trial_prefix']}-{trial.name}"
