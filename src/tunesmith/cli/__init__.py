@@ -17,7 +17,7 @@ from tunesmith import __version__
 from tunesmith.cli.remote import sync_named_runs
 from tunesmith.errors import TunesmithError
 
-SUBCOMMAND_MODULES = ["generate", "data", "finetune", "run", "runs", "serve", "ui"]
+SUBCOMMAND_MODULES = ["generate", "data", "finetune", "sweep", "run", "runs", "serve", "ui"]
 
 
 class Parser(argparse.ArgumentParser):

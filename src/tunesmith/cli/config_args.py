@@ -60,7 +60,7 @@ def given_options(args: argparse.Namespace, config_class: type) -> dict[str, Any
 
 
 def _argument(f: dataclasses.Field, hint: Any, meta: dict) -> tuple[list[str], dict[str, Any]]:
-    base = _unwrap_optional(hint)
+    base = unwrap_optional(hint)
     flags = list(meta["flags"]) or [_flag(f.name, base, f.default)]
     kwargs: dict[str, Any] = {"help": _help(f, meta, base)}
     if base is bool:
@@ -96,7 +96,7 @@ def _help(f: dataclasses.Field, meta: dict, base: Any) -> str:
     return f"{text} (default: {str(shown).replace('%', '%%')})"
 
 
-def _unwrap_optional(hint: Any) -> Any:
+def unwrap_optional(hint: Any) -> Any:
     """X for `X | None` / Optional[X]; the hint itself otherwise."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -23,9 +24,19 @@ from tunesmith.errors import RunError
 from tunesmith.runs import environment
 from tunesmith.runs.display import format_duration
 from tunesmith.runs.outputs import scan_outputs
-from tunesmith.runs.references import Resolved, check_run_name, is_run_reference, resolve_in
+from tunesmith.runs.references import (
+    Resolved,
+    check_run_name,
+    is_run_reference,
+    parse_reference,
+    resolve_in,
+)
 from tunesmith.runs.schema import to_json
 from tunesmith.runs.workspace import Workspace, open_workspace
+
+# Set by a run that starts other runs as its parts (a sweep's trials): each records it as
+# its parent. An environment variable, since the parts are separate `tunesmith` processes.
+PARENT_ENV = "TUNESMITH_PARENT_RUN"
 
 
 class Terminated(KeyboardInterrupt):
@@ -89,8 +100,13 @@ class RunHandle:
         return resolved
 
     def set_main_output(self, relpath: str) -> None:
-        """What `runs/N` names: a path inside the run folder (default: the folder itself)."""
-        if Path(relpath).is_absolute() or ".." in Path(relpath).parts:
+        """What `runs/N` names: a path inside the run folder (default: the folder itself), or
+        another run's output given as a reference with its number (`runs/7/model`: a sweep
+        names its best trial's model), which `runs/N` then resolves to."""
+        ref = parse_reference(relpath) if relpath.startswith("runs/") else None
+        if ref is not None and (ref.run is None or ref.run == self.id):
+            raise RunError(f"main output {relpath!r} must name another run by its number")
+        if ref is None and (Path(relpath).is_absolute() or ".." in Path(relpath).parts):
             raise RunError(f"main output {relpath!r} must be a path inside the run folder")
         self.main_output = Path(relpath).as_posix()
         if self.enabled:
@@ -244,6 +260,9 @@ def recorded_run(
     ws = open_workspace(workspace)
     info = environment.collect()
     argv = list(argv if argv is not None else sys.argv)
+    parent = os.environ.get(PARENT_ENV, "")
+    if parent.isdigit():
+        info["parent"] = int(parent)
     run = ws.create_run(kind, argv, dict(params or {}), info, name=name)
     handle = RunHandle(run.id, ws.run_dir(run.id), ws.records_dir(run.id), ws)
     handle.info = {k: v for k, v in info.items() if k != "host"}

@@ -88,10 +88,12 @@ def resolve_in(
     text: str,
     allow_unfinished: bool = False,
     before: int | None = None,
+    _hops: int = 0,
 ) -> Resolved:
     """Resolve a reference in `workspace`, checking that what it names is still as the run
     left it (`seal.check_sealed`). `before` (the current run's id) keeps `runs/last` and
-    names from naming the run that is asking."""
+    names from naming the run that is asking. A run whose main output is another run's
+    (`runs/7/model`, a sweep's best trial) resolves, as `runs/N`, to that one."""
     ref = parse_reference(text)
     if ref is None:
         raise RunError(
@@ -112,6 +114,10 @@ def resolve_in(
             f"{text}: the folder of run {run.id} ({folder}) is missing; "
             f"`tunesmith runs rm {run.id}` forgets the run"
         )
+    if not ref.subpath and parse_reference(run.main_output) is not None:
+        if _hops >= 4:
+            raise RunError(f"{text}: run {run.id}'s main output leads through too many runs")
+        return resolve_in(workspace, run.main_output, _hops=_hops + 1)
     relpath = ref.subpath or ("" if run.main_output in ("", ".") else run.main_output)
     path = folder / relpath
     if not path.exists():

@@ -106,6 +106,8 @@ def describe_text(workspace: Workspace, run_id: int) -> str:
         lines.append(f"git:       {meta['git_commit']}")
     if run.name:
         lines.append(f"name:      {run.name} (runs/{run.name})")
+    if run.info.get("parent"):
+        lines.append(f"parent:    runs/{run.info['parent']} (e.g. the sweep it is a trial of)")
     if run.error:
         lines.append(f"error:     {run.error}")
     if run.summary:

@@ -4,6 +4,7 @@ run's report, and files inside a run's folder (never outside it)."""
 from __future__ import annotations
 
 import ast
+import csv
 import json
 import re
 from pathlib import Path
@@ -16,6 +17,8 @@ SAMPLES_FILE = "samples.jsonl"  # written by the training loop at each --sample-
 QUALITY_FILE = "report.txt"  # the fine-tune's quality report
 DATA_STATS_FILE = "stats.json"  # a data run's counts and lengths
 IMAGES = ("loss.png", "lengths.png")
+SWEEP_RESULTS = "results.csv"  # a sweep's table (tunesmith.sweep.results), best trial first
+SWEEP_PLOTS = ("metric_vs_params.png", "val_curves.png")
 _REPORT_SAMPLE = re.compile(
     r"^\s*\d+\. (?P<text>(['\"]).*\2)(?P<copy> \[copies a training example\])?$"
 )
@@ -31,15 +34,31 @@ class FileRefused(RunError):
 
 
 def run_extras(workspace: Workspace, run_id: int) -> dict[str, Any]:
-    """The run's samples, quality report, data report and images, where it has them."""
+    """The run's samples, quality report, data report, sweep table and images, where it has
+    them."""
     folder = workspace.run_dir(run_id)
     extras: dict[str, Any] = {
         "samples": _samples(folder / SAMPLES_FILE),
         "quality": _quality(folder / QUALITY_FILE),
         "data_report": _json(folder / DATA_STATS_FILE),
         "images": [name for name in IMAGES if (folder / name).is_file()],
+        "sweep": _sweep(folder) if workspace.get(run_id).kind == "sweep" else None,
     }
     return extras
+
+
+def _sweep(folder: Path) -> dict[str, Any] | None:
+    """A sweep's table as rows of cells ({"header", "rows", "plots"}); the `run` column names
+    each trial's run, which the page links."""
+    try:
+        with open(folder / SWEEP_RESULTS, newline="", encoding="utf-8") as f:
+            table = list(csv.reader(f))
+    except OSError:
+        return None
+    if not table:
+        return None
+    plots = [name for name in SWEEP_PLOTS if (folder / name).is_file()]
+    return {"header": table[0], "rows": table[1:], "plots": plots}
 
 
 def _samples(path: Path) -> list[dict[str, Any]]:

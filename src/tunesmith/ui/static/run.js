@@ -3,7 +3,7 @@
 
 import { COLORS, fmt, lineChart } from "./chart.js";
 import { api, duration, h, message, shellJoin, statusBadge, when } from "./dom.js";
-import { dataReport, lineageGraph, outputsTable, samplesSection } from "./sections.js";
+import { dataReport, lineageGraph, outputsTable, samplesSection, sweepSection } from "./sections.js";
 
 const CHARTS = [
   { title: "Loss", yLabel: "nats/token", series: [["train_loss", "train"], ["val_loss", "validation"]] },
@@ -40,7 +40,7 @@ export function renderRun(view, id) {
     return true;
   }
 
-  const showExtras = (r) => extras.replaceChildren(dataReport(r), samplesSection(r), outputsTable(r));
+  const showExtras = (r) => extras.replaceChildren(dataReport(r), sweepSection(r), samplesSection(r), outputsTable(r));
 
   async function follow() {
     const chunk = await api(`/api/runs/${id}/metrics?offset=${metricsOffset}`);

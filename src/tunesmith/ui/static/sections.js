@@ -1,5 +1,5 @@
 // Parts of a run's page that depend on what the run made: lineage, a data run's report,
-// samples and the quality report, outputs with download links.
+// a sweep's trials, samples and the quality report, outputs with download links.
 
 import { h, size, svg } from "./dom.js";
 
@@ -71,6 +71,22 @@ export function dataReport(run) {
         h("span", { className: "muted" }, `${item.length} · ${String(item.source).split("/").at(-1)}:${item.row} `), item.text)))) : "",
     (r.warnings || []).map((w) => h("p", { className: "message warning" }, w)),
   );
+}
+
+// A sweep: its trials best first (each linked to its run's page), then its two plots.
+export function sweepSection(run) {
+  const sweep = run.sweep;
+  if (!sweep) return "";
+  const runColumn = sweep.header.indexOf("run");
+  const cell = (value, i) => {
+    const match = i === runColumn && /^runs\/(\d+)$/.exec(value);
+    return h("td", {}, match ? h("a", { href: `#/runs/${match[1]}`, "data-run": match[1] }, value) : value);
+  };
+  return h("section", { className: "sweep" }, h("h2", {}, `Sweep (${sweep.rows.length} trials)`),
+    h("table", { className: "outputs" },
+      h("thead", {}, h("tr", {}, sweep.header.map((c) => h("th", {}, c)))),
+      h("tbody", {}, sweep.rows.map((row, n) => h("tr", { className: n === 0 ? "best" : "" }, row.map(cell))))),
+    sweep.plots.map((name) => h("img", { src: download(run, name), alt: name.replace(".png", ""), className: "plot" })));
 }
 
 export function samplesSection(run) {
