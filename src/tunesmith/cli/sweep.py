@@ -8,7 +8,7 @@ import dataclasses
 import typing
 
 from tunesmith.cli._common import add_name_option, add_workspace_option
-from tunesmith.cli.config_args import unwrap_optional, add_config_arguments, given_options
+from tunesmith.cli.config_args import add_config_arguments, given_options, unwrap_optional
 from tunesmith.errors import UsageError
 from tunesmith.options import option_metadata
 

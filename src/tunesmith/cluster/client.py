@@ -7,12 +7,8 @@ cluster; `follow` or `sync` from any later process picks it up again.
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from tunesmith.cluster.config import ClusterConfig
@@ -21,7 +17,7 @@ from tunesmith.cluster.launch import create_run, log_line, start_job
 from tunesmith.cluster.session import Remote
 from tunesmith.errors import TunesmithError
 from tunesmith.runs.outputs import scan_outputs
-from tunesmith.runs.record import Terminated
+from tunesmith.runs.record import sigterm_as_interrupt
 from tunesmith.runs.workspace import Workspace, open_workspace
 
 STOP_GRACE = 30.0  # seconds to wait, after stopping a job, for it to record its end
@@ -41,7 +37,7 @@ def submit(
     run_id = create_run(ws, kind, ["tunesmith", *argv], config.address)
     log_line(ws, run_id, f"run {run_id}")
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             cluster = start_job(ws, run_id, argv, config, kill_after)
     except BaseException as e:
         _fail_here(ws, run_id, e)
@@ -87,7 +83,7 @@ def follow(ws: Workspace, run_id: int, echo: bool = True) -> int:
         return remote.finish(None, "the cluster no longer has this run's job", echo=echo)
     ray = remote.ray
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             result = remote.follow(echo)
     except KeyboardInterrupt:
         print(f"stopping run {run_id} on the cluster…", file=sys.stderr, flush=True)
@@ -160,19 +156,3 @@ def stop(ws: Workspace, run_id: int) -> int:
     except remote.ray.exceptions.RayActorError as e:
         return remote.finish(None, _actor_death(e), echo=False)
     return remote.finish(result, "stopped; the job did not record its end in time", echo=False)
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

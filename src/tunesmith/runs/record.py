@@ -200,7 +200,8 @@ def _raise_terminated(signum, frame):
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises Terminated in the main thread, so a run ends as on Ctrl-C (recorded)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -269,7 +270,7 @@ def recorded_run(
     ws.write_meta(run.id)
     started = time.monotonic()
     status, exit_code, error = "failed", 1, None
-    with _tee_output(handle.log_path) as log, _sigterm_as_interrupt():
+    with _tee_output(handle.log_path) as log, sigterm_as_interrupt():
         print(f"run {run.id}", file=sys.stderr, flush=True)
         try:
             yield handle
