@@ -21,8 +21,8 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tunesmith.checkpoint import resolve_model_dir
-from tunesmith.errors import UsageError
 from tunesmith.generate import TextGenerator
+from tunesmith.listen import listen_socket
 from tunesmith.runs.references import resolve_reference
 from tunesmith.server.app import create_app
 from tunesmith.server.batcher import Batcher
@@ -71,18 +71,7 @@ class CompletionServer:
     def start(self) -> CompletionServer:
         """Bind the port and start the model worker; then call serve_forever()."""
         host, port = self.config.host, self.config.port
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as e:
-            sock.close()
-            raise UsageError(
-                f"cannot listen on {host}:{port}: {e.strerror or e}; "
-                f"pick another --port (0 picks a free one)"
-            ) from None
-        sock.listen(128)
+        sock = listen_socket(host, port)
         self._socket = sock
         self._uvicorn = uvicorn.Server(self._uvicorn_config())
         self.batcher.start()

@@ -9,24 +9,15 @@ from collections.abc import Callable
 
 import uvicorn
 
-from tunesmith.errors import UsageError
+from tunesmith.listen import listen_socket
 from tunesmith.runs import open_workspace
 from tunesmith.ui.app import create_app
 from tunesmith.ui.config import UIConfig
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening socket, so that the URL printed at start has the real port (port 0)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        why = e.strerror or e
-        raise UsageError(f"cannot listen on {host}:{port}: {why}; pick another --port") from e
-    sock.listen(128)
+    """The listening socket, inheritable so that uvicorn's workers can take it over."""
+    sock = listen_socket(host, port)
     sock.set_inheritable(True)
     return sock
 
