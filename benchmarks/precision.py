@@ -22,7 +22,7 @@ from pathlib import Path
 from whole_process import model_folder
 
 from tunesmith.data import load_training_examples
-from tunesmith.devices import precision_name, use_bf16_autocast, resolve_device
+from tunesmith.devices import precision_name, resolve_device, use_bf16_autocast
 from tunesmith.train import FinetuneConfig, finetune
 
 ROOT = Path(__file__).resolve().parents[1]
