@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import os
 import time
 
 import pytest
@@ -86,6 +87,11 @@ def test_finetune_run_writes_model_metrics_plot_and_report(
     assert any("train_loss" in m for m in metrics)
     stored = open_workspace(workspace).get(1)
     assert stored.main_output == "model"
+    # The final weights are on disk once, under two names, both sealed with the run.
+    last = resume_state.list_checkpoints(run)[-1] / "model.safetensors"
+    assert os.path.samefile(run / "model" / "model.safetensors", last)
+    capsys.readouterr()
+    assert main(["runs", "verify", "1"]) == 0, capsys.readouterr()
     # runs/1 now names the model: generate-style loading works through the reference.
     import tunesmith
 

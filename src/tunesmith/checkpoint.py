@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tunesmith.errors import CheckpointError, ModelNotFoundError, TunesmithError
-from tunesmith.files import write_atomically
+from tunesmith.files import link_or_copy, write_atomically
 from tunesmith.model import GPT2, GPT2Config
 from tunesmith.tokenizer import TOKENIZER_FILES, GPT2Tokenizer
 
@@ -393,22 +393,36 @@ def load_checkpoint(
     return model.eval(), tokenizer, folder
 
 
+def write_weights(model: GPT2, path: str | os.PathLike) -> None:
+    """`model`'s weights as the model.safetensors `transformers` reads: float32, its names
+    and Conv1D layouts, the tied head left out. The one writer of those bytes, so that a
+    fine-tune's last training checkpoint can be the very file its model folder holds."""
+    state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
+    save_file(to_hf_names(state), path, metadata={"format": "pt"})
+    os.chmod(path, 0o644)  # safetensors writes owner-only; a model is for sharing
+
+
 def save_checkpoint(
     model: GPT2,
     tokenizer: GPT2Tokenizer | None,
     folder: str | os.PathLike,
     generation_config: dict | None = None,
+    weights_file: str | os.PathLike | None = None,
 ) -> Path:
-    """Write a folder that `transformers`' from_pretrained loads as the same model."""
+    """Write a folder that `transformers`' from_pretrained loads as the same model.
+
+    `weights_file`: a file `write_weights` wrote from the model's current weights; it is
+    hard-linked into the folder (copied across filesystems) instead of written again."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
 
-    def write_weights(tmp: Path) -> None:
-        save_file(to_hf_names(state), tmp, metadata={"format": "pt"})
-        os.chmod(tmp, 0o644)  # safetensors writes owner-only; a model is for sharing
+    def write(tmp: Path) -> None:
+        if weights_file is None:
+            write_weights(model, tmp)
+        else:
+            link_or_copy(weights_file, tmp)
 
-    write_atomically(folder / SAFETENSORS, write_weights)  # never a half-written weights file
+    write_atomically(folder / SAFETENSORS, write)  # never a half-written weights file
     (folder / "config.json").write_text(json.dumps(model.config.to_hf(), indent=2))
     eos = model.config.eos_token_id
     gen = {
