@@ -375,18 +375,24 @@ def _checked_state(
 def load_checkpoint(
     source: str | os.PathLike,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = torch.float32,
 ) -> tuple[GPT2, GPT2Tokenizer, Path]:
     """Load model and tokenizer from a hub id or folder; returns them and the folder.
 
     The weights go straight from the file into `dtype` on `device`: the model is built without
-    any init (its empty tensors never touched) and takes the loaded tensors as its parameters."""
+    any init (its empty tensors never touched) and takes the loaded tensors as its parameters.
+    dtype None keeps them as the file stores them, and on the CPU as views of the memory-mapped
+    file (safetensors, or .bin through torch's mmap), read only when used: for a caller that
+    converts every weight itself (int8 quantization) without a float copy of the model."""
     folder = resolve_model_dir(source)
     config = read_config(folder)
     model = GPT2(config, init_weights=False)
     state = _checked_state(model, read_state_dict(folder, dtype), str(source))
-    # The Conv1D transposes are views: each becomes its own contiguous parameter here.
-    state = {k: v.to(device=device, dtype=dtype).contiguous() for k, v in state.items()}
+    if dtype is None:
+        state = {k: v.to(device) for k, v in state.items()}
+    else:
+        # The Conv1D transposes are views: each becomes its own contiguous parameter here.
+        state = {k: v.to(device=device, dtype=dtype).contiguous() for k, v in state.items()}
     model.load_state_dict(state, strict=False, assign=True)
     model.lm_head.weight = model.transformer.wte.weight  # re-tie: assign replaced wte's
     tokenizer = GPT2Tokenizer.from_folder(folder)
