@@ -1,8 +1,18 @@
-"""Atomic writes: a failed write leaves the old file or folder whole and no temporary behind."""
+"""Atomic writes: a failed write leaves the old file or folder whole and no temporary behind;
+a file shared under a second name is a hard link, or a copy where a link cannot be made."""
+
+import errno
+import os
 
 import pytest
 
-from tunesmith.files import write_atomically, write_folder_atomically, write_text_atomically
+from tunesmith import files
+from tunesmith.files import (
+    link_or_copy,
+    write_atomically,
+    write_folder_atomically,
+    write_text_atomically,
+)
 
 
 def test_text_is_written_and_replaced(tmp_path):
@@ -50,3 +60,19 @@ def test_a_failed_folder_write_keeps_the_old_folder(tmp_path):
         write_folder_atomically(folder, fail)
     assert (folder / "weights.bin").read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_a_file_is_linked_where_it_can_be_and_copied_where_not(tmp_path, monkeypatch):
+    source = tmp_path / "weights.bin"
+    source.write_bytes(b"weights")
+    source.chmod(0o644)
+    link_or_copy(source, tmp_path / "linked.bin")
+    assert os.path.samefile(source, tmp_path / "linked.bin")
+
+    def across_filesystems(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(files.os, "link", across_filesystems)
+    copy = link_or_copy(source, tmp_path / "copied.bin")
+    assert copy.read_bytes() == b"weights" and not os.path.samefile(source, copy)
+    assert copy.stat().st_mode & 0o777 == 0o644

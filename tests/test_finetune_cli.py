@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import os
 import time
 
 import pytest
@@ -86,6 +87,11 @@ def test_finetune_run_writes_model_metrics_plot_and_report(
     assert any("train_loss" in m for m in metrics)
     stored = open_workspace(workspace).get(1)
     assert stored.main_output == "model"
+    # The final weights are on disk once, under two names, both sealed with the run.
+    last = resume_state.list_checkpoints(run)[-1] / "model.safetensors"
+    assert os.path.samefile(run / "model" / "model.safetensors", last)
+    capsys.readouterr()
+    assert main(["runs", "verify", "1"]) == 0, capsys.readouterr()
     # runs/1 now names the model: generate-style loading works through the reference.
     import tunesmith
 
@@ -258,8 +264,9 @@ def test_a_full_disk_under_torch_save_is_one_line_and_keeps_earlier_checkpoints(
     assert main(["finetune", "--resume", "runs/1", "--no-progress"]) == 0
 
 
+@pytest.mark.parametrize("kind", ["full", "lora"])
 def test_a_full_disk_while_saving_the_model_says_the_checkpoints_are_intact(
-    workspace, tiny_model_dir, jokes_csv, monkeypatch, capsys
+    workspace, tiny_model_dir, jokes_csv, monkeypatch, capsys, kind
 ):
     from tunesmith import checkpoint
 
@@ -267,8 +274,15 @@ def test_a_full_disk_while_saving_the_model_says_the_checkpoints_are_intact(
         raise RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
                            'message: "No space left on device" })')  # fmt: skip
 
-    monkeypatch.setattr(checkpoint, "save_file", no_space)
+    def no_space_for_a_copy(source, dest):  # no link across filesystems, and a full disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if kind == "lora":  # the merged weights are written anew
+        monkeypatch.setattr(checkpoint, "save_file", no_space)
+    else:  # the last checkpoint's weights file goes into the model folder
+        monkeypatch.setattr(checkpoint, "link_or_copy", no_space_for_a_copy)
     args = ["--model", str(tiny_model_dir), "--data", str(jokes_csv), "--max-steps", "2"]
+    args += ["--lora"] if kind == "lora" else []
     assert main(["finetune", *args, *FAST]) == 1
     err = capsys.readouterr().err
     assert err.count("tunesmith: error:") == 1 and "Traceback" not in err

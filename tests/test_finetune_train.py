@@ -185,8 +185,12 @@ def test_early_stop_keeps_the_best_weights(tiny_model_dir, tmp_path):
     assert result.val_loss_after == result.val_loss_before  # step 0 was the best
     saved, base = _weights(result.model_dir), _weights(tiny_model_dir)
     assert all(torch.equal(saved[k], base[k]) for k in saved)
-    state = json.loads((list_checkpoints(tmp_path)[-1] / "trainer_state.json").read_text())
+    last = list_checkpoints(tmp_path)[-1]
+    state = json.loads((last / "trainer_state.json").read_text())
     assert state["stopped_early"]
+    # The model folder holds the best weights, the last checkpoint the last: nothing shared.
+    assert state["weights"] == "tunesmith"
+    assert (result.model_dir / "model.safetensors").stat().st_nlink == 1
 
 
 def test_blocks_packing_trains_on_fixed_size_chunks(tiny_model_dir, tmp_path):

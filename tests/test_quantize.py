@@ -4,6 +4,7 @@ perplexity close to the float model, generation and the library entry points."""
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -137,3 +138,82 @@ def test_cli_generate_quantize_int8(tiny_model_dir, workspace, capsys):
     )
     records = capsys.readouterr().out.splitlines()
     assert code == 0 and len(records) == 2
+
+
+def _bytes(model: torch.nn.Module) -> int:
+    """Bytes of the model's parameters and buffers, each storage counted once."""
+    storages = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(storages.values())
+
+
+def test_quantizing_releases_each_float_weight_as_it_goes(tiny_model_dir, monkeypatch):
+    import gc
+    import weakref
+
+    from tunesmith.checkpoint import load_checkpoint
+    from tunesmith.quantize import quantize_model
+
+    model, _, _ = load_checkpoint(tiny_model_dir, dtype=torch.float32)
+    linears = {id(m.weight): m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    released = [weakref.ref(w) for w in linears.values()]  # the tied head and wte: one
+    linear_bytes = sum(w.numel() * w.element_size() for w in linears.values())
+    channels = sum(w.shape[0] for w in linears.values())
+    others = _bytes(model) - linear_bytes  # position embedding, norms, biases: stay float
+    del linears
+
+    alive = []  # float weights still in memory as each layer is quantized
+    real = Int8Linear.from_linear.__func__
+
+    def counting(cls, linear, dtype):
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in released))
+        return real(cls, linear, dtype)
+
+    monkeypatch.setattr(Int8Linear, "from_linear", classmethod(counting))
+    quantize_model(model, "int8")
+    gc.collect()
+    # Only the layers not yet quantized hold float weights: never a float copy of the model
+    # beside its int8 one.
+    assert alive == list(range(len(released), 0, -1))
+    assert all(ref() is None for ref in released)
+    assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    # What is left: a quarter of the float32 weights in int8, a float32 scale per output
+    # channel, and the float tensors that were never linear weights; no float copy besides.
+    assert _bytes(model) == linear_bytes // 4 + 4 * channels + others
+
+
+def _maps(path) -> bool:
+    """Whether this process has `path` memory-mapped."""
+    return str(path.resolve()) in open("/proc/self/maps").read()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux's /proc")
+def test_int8_loading_quantizes_straight_from_the_file(tiny_model_dir, tmp_path):
+    import gc
+    import shutil
+
+    from tunesmith.checkpoint import load_checkpoint
+    from tunesmith.quantize import quantize_model
+
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "model")  # mapped by this test only
+    weights = folder / "model.safetensors"
+    # The weights as views of the mapped file, as the int8 loader reads them.
+    mapped, _, _ = load_checkpoint(folder, dtype=None)
+    assert _maps(weights)
+    exact, _, _ = load_checkpoint(folder, dtype=torch.float32)
+    ids = torch.tensor([[50256, 464, 3290, 318, 257]])
+    with torch.inference_mode():
+        torch.testing.assert_close(mapped(ids), exact(ids))  # transposed views: float order
+        expected = quantize_model(exact, "int8")(ids)
+    del mapped, exact
+    gc.collect()
+    assert not _maps(weights)  # quantizing left no view of the file behind
+
+    # Loading int8 gives the same model as quantizing float32 weights in memory, and once
+    # loaded nothing keeps the file mapped (a view left behind would hold all its pages).
+    loaded = TextGenerator.load(str(folder), "cpu", "float32", quantize="int8")
+    assert not _maps(weights)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.model(ids), expected, rtol=0, atol=0)

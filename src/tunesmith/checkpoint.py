@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tunesmith.errors import CheckpointError, ModelNotFoundError, TunesmithError
-from tunesmith.files import write_atomically
+from tunesmith.files import link_or_copy, write_atomically
 from tunesmith.model import GPT2, GPT2Config
 from tunesmith.tokenizer import TOKENIZER_FILES, GPT2Tokenizer
 
@@ -375,22 +375,37 @@ def _checked_state(
 def load_checkpoint(
     source: str | os.PathLike,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = torch.float32,
 ) -> tuple[GPT2, GPT2Tokenizer, Path]:
     """Load model and tokenizer from a hub id or folder; returns them and the folder.
 
     The weights go straight from the file into `dtype` on `device`: the model is built without
-    any init (its empty tensors never touched) and takes the loaded tensors as its parameters."""
+    any init (its empty tensors never touched) and takes the loaded tensors as its parameters.
+    dtype None keeps them as the file stores them, and on the CPU as views of the memory-mapped
+    file (safetensors, or .bin through torch's mmap), read only when used: for a caller that
+    converts every weight itself (int8 quantization) without a float copy of the model."""
     folder = resolve_model_dir(source)
     config = read_config(folder)
     model = GPT2(config, init_weights=False)
     state = _checked_state(model, read_state_dict(folder, dtype), str(source))
-    # The Conv1D transposes are views: each becomes its own contiguous parameter here.
-    state = {k: v.to(device=device, dtype=dtype).contiguous() for k, v in state.items()}
+    if dtype is None:
+        state = {k: v.to(device) for k, v in state.items()}
+    else:
+        # The Conv1D transposes are views: each becomes its own contiguous parameter here.
+        state = {k: v.to(device=device, dtype=dtype).contiguous() for k, v in state.items()}
     model.load_state_dict(state, strict=False, assign=True)
     model.lm_head.weight = model.transformer.wte.weight  # re-tie: assign replaced wte's
     tokenizer = GPT2Tokenizer.from_folder(folder)
     return model.eval(), tokenizer, folder
+
+
+def write_weights(model: GPT2, path: str | os.PathLike) -> None:
+    """`model`'s weights as the model.safetensors `transformers` reads: float32, its names
+    and Conv1D layouts, the tied head left out. The one writer of those bytes, so that a
+    fine-tune's last training checkpoint can be the very file its model folder holds."""
+    state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
+    save_file(to_hf_names(state), path, metadata={"format": "pt"})
+    os.chmod(path, 0o644)  # safetensors writes owner-only; a model is for sharing
 
 
 def save_checkpoint(
@@ -398,17 +413,22 @@ def save_checkpoint(
     tokenizer: GPT2Tokenizer | None,
     folder: str | os.PathLike,
     generation_config: dict | None = None,
+    weights_file: str | os.PathLike | None = None,
 ) -> Path:
-    """Write a folder that `transformers`' from_pretrained loads as the same model."""
+    """Write a folder that `transformers`' from_pretrained loads as the same model.
+
+    `weights_file`: a file `write_weights` wrote from the model's current weights; it is
+    hard-linked into the folder (copied across filesystems) instead of written again."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
 
-    def write_weights(tmp: Path) -> None:
-        save_file(to_hf_names(state), tmp, metadata={"format": "pt"})
-        os.chmod(tmp, 0o644)  # safetensors writes owner-only; a model is for sharing
+    def write(tmp: Path) -> None:
+        if weights_file is None:
+            write_weights(model, tmp)
+        else:
+            link_or_copy(weights_file, tmp)
 
-    write_atomically(folder / SAFETENSORS, write_weights)  # never a half-written weights file
+    write_atomically(folder / SAFETENSORS, write)  # never a half-written weights file
     (folder / "config.json").write_text(json.dumps(model.config.to_hf(), indent=2))
     eos = model.config.eos_token_id
     gen = {

@@ -54,3 +54,13 @@ def write_folder_atomically(folder: str | os.PathLike, write: Callable[[Path], N
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def link_or_copy(source: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Make `dest` a hard link to `source` (one file on disk, no bytes written), or a copy
+    where a link cannot be made (another filesystem, or one without hard links)."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy(source, dest)  # the bytes and the permission bits
+    return Path(dest)

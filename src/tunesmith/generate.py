@@ -12,8 +12,6 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import torch
-
 from tunesmith.checkpoint import load_checkpoint
 from tunesmith.decoding import DecodingSequence, SamplingSettings, check_fits, decode
 from tunesmith.devices import resolve_device, resolve_dtype, use_all_cores
@@ -142,8 +140,10 @@ class TextGenerator:
         if quantize == "none":
             model, tokenizer, _ = load_checkpoint(source, dev, compute_dtype)
         else:
-            # Scales come from the float32 weights, then the model moves to its device/dtype.
-            model, tokenizer, _ = load_checkpoint(source, "cpu", torch.float32)
+            # Scales come from the weights as the file stores them (float32 for GPT-2), read
+            # from the mapped file a layer at a time: no float copy of the model is ever made.
+            # Then the model moves to its device and dtype.
+            model, tokenizer, _ = load_checkpoint(source, "cpu", dtype=None)
             model = quantize_model(model, quantize).to(dev, compute_dtype)
         return cls(model, tokenizer, str(source))
 

@@ -7,7 +7,10 @@ PyTorch's `_weight_int8pack_mm` kernel, which converts the int8 weights in regis
 (or for shapes that kernel does not handle) the weights are dequantized on the fly.
 
 The tied embedding shares the LM head's int8 rows and scales (a row of the head is a token's
-embedding), so the model holds one int8 copy of its largest matrix.
+embedding), so the model holds one int8 copy of its largest matrix. Quantizing releases each
+float weight as its int8 replacement is made, and the float temporaries are a few rows at a
+time: from a model whose weights are views of its memory-mapped file (`load_checkpoint` with
+dtype None) loading int8 never holds a float copy of the model.
 """
 
 from __future__ import annotations
@@ -22,14 +25,24 @@ QUANTIZATIONS = ("none", "int8")
 # The CPU kernel's vector loops assume the inner dimension is a multiple of its block: with
 # bfloat16 activations, K = 8, 24 or 56 crash or give NaN (torch 2.13), 16 and 32 are right.
 PACKED_K_MULTIPLE = 32
+# Rows quantized at a time: the float temporaries of GPT-2's 50,257-row head stay a few MB.
+ROWS_PER_BLOCK = 2048
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 per row (output channel): weight ≈ q * scale[:, None]."""
-    w = weight.detach().float()
-    scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # (out,)
-    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
-    return q.contiguous(), scale  # the CPU kernel reads rows of q as they lie in memory
+    w = weight.detach()
+    # Contiguous: the CPU kernel reads rows of q as they lie in memory.
+    q = torch.empty(w.shape, dtype=torch.int8, device=w.device)
+    scale = torch.empty(w.shape[0], dtype=torch.float32, device=w.device)  # (out,)
+    for start in range(0, w.shape[0], ROWS_PER_BLOCK):
+        rows = w[start : start + ROWS_PER_BLOCK].float()
+        block_scale = rows.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+        scale[start : start + len(rows)] = block_scale
+        q[start : start + len(rows)] = (
+            torch.round(rows / block_scale[:, None]).clamp(-127, 127).to(torch.int8)
+        )
+    return q, scale
 
 
 class Int8Linear(nn.Module):
@@ -93,16 +106,30 @@ def check_quantization(quantize: str) -> None:
 
 def quantize_model(model: nn.Module, quantize: str = "int8") -> nn.Module:
     """Replace the model's nn.Linear layers (and its tied embedding) by int8 ones, in place,
-    for inference; quantize "none" leaves the model as it is."""
+    for inference; quantize "none" leaves the model as it is.
+
+    Each float weight is released as soon as its int8 replacement is made (nothing here keeps
+    a reference to the old layer), and the float tensors left (norms, position embeddings,
+    biases) are copied, so that none stays a view of the checkpoint's mapped file."""
     check_quantization(quantize)
     if quantize == "none":
         return model
     dtype = model.transformer.ln_f.weight.dtype  # the activations' dtype
-    tied = model.lm_head.weight is model.transformer.wte.weight
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear):
-                setattr(parent, name, Int8Linear.from_linear(child, dtype))
-    if tied:
+    if model.lm_head.weight is model.transformer.wte.weight:
+        # The largest matrix first; replacing both of its users releases its float copy.
+        model.lm_head = Int8Linear.from_linear(model.lm_head, dtype)
         model.transformer.wte = Int8Embedding(model.lm_head)
+    # (parent, name), never the layers themselves: a list of them would keep every float
+    # weight alive until the end.
+    slots = [
+        (parent, name)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, nn.Linear)
+    ]
+    for parent, name in slots:
+        setattr(parent, name, Int8Linear.from_linear(getattr(parent, name), dtype))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.data = p.data.clone()  # memory of its own (a file view keeps the whole file)
     return model.eval()

@@ -230,7 +230,8 @@ def _finish(
         perplexity(state.val_before),
         perplexity(val_after),
     )
-    model_dir = save_model(run.dir, model, tokenizer, config)
+    weights = resume_state.final_weights(run.dir, state.step)  # the last checkpoint's file
+    model_dir = save_model(run.dir, model, tokenizer, config, weights)
     plot_losses(state.history, Path(run.dir) / "loss.png")
     write_text_atomically(Path(run.dir) / "report.txt", report + "\n")
     metrics = {
@@ -260,9 +261,13 @@ def _finish(
     )
 
 
-def save_model(run_dir: Path, model, tokenizer, config: FinetuneConfig) -> Path:
+def save_model(
+    run_dir: Path, model, tokenizer, config: FinetuneConfig, weights: Path | None = None
+) -> Path:
     """runs/N/model: a plain GPT-2 folder (LoRA merged in, adapter saved beside it), written
-    to a temporary folder first and renamed, so it is complete or absent."""
+    to a temporary folder first and renamed, so it is complete or absent. `weights`: the
+    model's current weights, already written by `checkpoint.write_weights` (the last training
+    checkpoint's), linked into the folder rather than written again."""
     final = Path(run_dir) / MODEL_DIR
 
     def write(tmp: Path) -> None:
@@ -277,7 +282,7 @@ def save_model(run_dir: Path, model, tokenizer, config: FinetuneConfig) -> Path:
             lora.save_adapter(model, tmp / ADAPTER_DIR, adapter)
             lora.unwrap_lora(model)
         generation = {"do_sample": True, "top_p": 0.95}
-        save_checkpoint(model.to("cpu"), tokenizer, tmp, generation_config=generation)
+        save_checkpoint(model.to("cpu"), tokenizer, tmp, generation, weights_file=weights)
         config.save(tmp)
 
     try:

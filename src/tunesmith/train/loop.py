@@ -310,12 +310,16 @@ def save(t: Trainer, state: TrainState) -> None:
         # The last checkpoint lets a run killed before its model is saved finish on --resume
         # without training again; no step follows it, so it needs no optimizer state.
         finished = state.step >= t.total_steps or state.stopped_early
+        # A full model that is kept as it ends (not --early-stop's best) is written in the
+        # model folder's bytes, which that folder then shares instead of writing them again.
+        shared = finished and not t.config.lora and not t.config.early_stop
         resume_state.save_training_checkpoint(
             t.run.dir,
             t.model,
             None if finished else t.optimizer,
             state.to_dict(),
             t.config.keep_checkpoints,
+            resume_state.TRANSFORMERS if shared else resume_state.OURS,
         )
     if t.world > 1:
         dist.barrier()

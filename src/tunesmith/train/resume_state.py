@@ -5,6 +5,11 @@ A checkpoint is a folder `checkpoints/step-NNNNNNN/` with the trainable weights
 the loop's position and history (trainer_state.json). It is written to a hidden temporary folder
 and renamed into place, so a crash or a full disk never leaves a half-written checkpoint; only
 then are the oldest beyond --keep-checkpoints removed. Loading never unpickles arbitrary objects.
+
+The weights are under tunesmith's names, except in the last checkpoint of a finished full
+fine-tune: there they are the very bytes of the model folder's model.safetensors (`transformers`'
+names, trainer_state "weights": "transformers"), so that the model folder links that file
+instead of writing the same weights a second time.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from tunesmith.checkpoint import to_tunesmith_names, write_weights
 from tunesmith.errors import CheckpointError, RunError
 from tunesmith.files import write_folder_atomically
 
@@ -29,6 +35,9 @@ BEST = "best"
 PREFIX = "step-"
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
+WEIGHTS_FILE = "model.safetensors"
+# How a checkpoint's weights are named and laid out (trainer_state "weights"; absent: ours).
+OURS, TRANSFORMERS = "tunesmith", "transformers"
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -69,18 +78,24 @@ def save_training_checkpoint(
     optimizer: torch.optim.Optimizer | None,
     trainer_state: dict[str, Any],
     keep: int,
+    weights: str = OURS,
 ) -> Path:
     """Write checkpoints/step-N atomically, then prune to the newest `keep`. optimizer None:
-    training is over, so its state (twice the weights' bytes) would never be read again."""
+    training is over, so its state (twice the weights' bytes) would never be read again.
+    weights TRANSFORMERS (a full model only): the model folder's bytes, for it to share."""
     root = Path(run_dir) / CHECKPOINTS
     final = root / f"{PREFIX}{trainer_state['step']:07d}"
 
     def write(tmp: Path) -> None:
-        save_file(trainable_state(model), tmp / "model.safetensors", metadata={"format": "pt"})
+        if weights == TRANSFORMERS:
+            write_weights(model, tmp / WEIGHTS_FILE)
+        else:
+            save_file(trainable_state(model), tmp / WEIGHTS_FILE, metadata={"format": "pt"})
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
         torch.save(rng_state(), tmp / "rng.pt")
-        (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=1))
+        state = {**trainer_state, "weights": weights}
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
 
     _write_checkpoint(final, write)
     for old in list_checkpoints(run_dir)[:-keep]:
@@ -92,7 +107,7 @@ def save_best(run_dir: Path, model: torch.nn.Module, info: dict[str, Any]) -> Pa
     """Keep the weights with the best validation loss so far (for --early-stop)."""
 
     def write(tmp: Path) -> None:
-        save_file(trainable_state(model), tmp / "model.safetensors", metadata={"format": "pt"})
+        save_file(trainable_state(model), tmp / WEIGHTS_FILE, metadata={"format": "pt"})
         (tmp / STATE_FILE).write_text(json.dumps(info, indent=1))
 
     return _write_checkpoint(Path(run_dir) / CHECKPOINTS / BEST, write)
@@ -152,8 +167,23 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return found[-1]
 
 
-def load_weights_into(model: torch.nn.Module, folder: Path) -> None:
-    state = load_file(Path(folder) / "model.safetensors")
+def final_weights(run_dir: Path, step: int) -> Path | None:
+    """The weights file the model folder can share: the run's last checkpoint's, when that
+    checkpoint is at `step` and holds the whole model in `transformers`' layout."""
+    found = list_checkpoints(run_dir)
+    if not found or found[-1].name != f"{PREFIX}{step:07d}":
+        return None
+    try:
+        weights = json.loads((found[-1] / STATE_FILE).read_text()).get("weights", OURS)
+    except (OSError, ValueError):
+        return None  # unreadable: the model folder then writes its own weights
+    return found[-1] / WEIGHTS_FILE if weights == TRANSFORMERS else None
+
+
+def load_weights_into(model: torch.nn.Module, folder: Path, weights: str = OURS) -> None:
+    state = load_file(Path(folder) / WEIGHTS_FILE)
+    if weights == TRANSFORMERS:
+        state = to_tunesmith_names(state)
     params = dict(model.named_parameters())
     missing = [k for k, p in params.items() if p.requires_grad and k not in state]
     if missing or any(k not in params for k in state):
@@ -170,12 +200,15 @@ def load_training_checkpoint(
     folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
     """Restore weights, optimizer and RNG; return the trainer state (step, position, history)."""
-    load_weights_into(model, folder)
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read checkpoint {folder}: {e}") from None
+    load_weights_into(model, folder, state.get("weights", OURS))
     try:
         if (folder / OPTIMIZER_FILE).is_file():  # absent once training has finished
             optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, weights_only=True))
         rng = torch.load(folder / "rng.pt", weights_only=True)
-        state = json.loads((folder / STATE_FILE).read_text())
     except (OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"cannot read checkpoint {folder}: {e}") from None
     set_rng_state(rng)
