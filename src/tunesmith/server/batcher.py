@@ -2,9 +2,11 @@
 
 HTTP handlers (on the event loop) submit a `Job` (all the sequences of one request) and await
 its events. Between two decode steps the worker admits whatever is waiting (up to
-`max_batch_size` sequences in the batch): a request that arrives while others decode joins at
-the next step instead of waiting for the batch to finish. With `continuous=False` the worker
-admits only into an empty batch (static batching, kept for the benchmark's comparison).
+`max_batch_size` sequences in the batch), and then whatever arrived during that prefill: a
+request that arrives while others decode joins at the next step instead of waiting for the
+batch to finish, and one that arrives during a prefill does not wait for a step as well.
+With `continuous=False` the worker admits only into an empty batch (static batching, kept for
+the benchmark's comparison).
 Sequences are seeded one by one, so how requests happen to be batched never changes what
 they produce.
 """

@@ -212,6 +212,7 @@ class DecodeBatch:
         self.counts[rows, tokens] += 1
         self.seen[rows, tokens] = True
 
+    @torch.inference_mode()  # the batch's tensors are inference tensors, updated in place
     def drop(self, keys: list[Hashable]) -> None:
         """Sequences leave the batch (finished, stopped by a stop string, or abandoned)."""
         self._remove(set(keys))
