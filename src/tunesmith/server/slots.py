@@ -5,10 +5,10 @@ Slots [0, rows) hold the batch's sequences, in the batch's order; the model's fo
 sees them as a (rows, n_head, columns, head_dim) view, with no copy. A joining sequence takes
 the next free slot and is prefilled in place (`window`); a leaving one is replaced by the last
 row (`move_row`: one row's keys and values move, not the batch's). Capacity doubles only when
-it is full: slots when more sequences join than there are slots, columns when the batch's
-width reaches them, up to the model's context. Columns are shifted (`shift`) only when a
-prompt longer than the batch's width joins, or when leading columns no row uses any more are
-worth reclaiming.
+it is full: slots (to a power of two) when more sequences join than there are slots, columns
+when the batch's width reaches them, up to the model's context. Columns are shifted (`shift`)
+only when a prompt longer than the batch's width joins, or when leading columns no row uses
+any more are worth reclaiming.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ class SlotCache(KVCache):
         """Make room for `rows` slots and `columns` columns, doubling what is short."""
         assert columns <= self.context, "no row outgrows the context"
         slots, width = self.slots, self.max_len
-        if rows > slots:
-            slots = max(rows, 2 * slots)
+        if rows > slots:  # the next power of two: a batch of 16 never holds more slots
+            slots = 1 << (rows - 1).bit_length()
         if columns > width:
             width = min(max(columns, 2 * width), self.context)
         if (slots, width) == (self.slots, self.max_len):
