@@ -248,18 +248,18 @@ def arrivals(generator, args) -> None:
             )
         for server in servers.values():
             stream_one(server.port, bodies[0])  # warm-up
-        # A request alone: its first token, then its decode steps. An idle server lingers
-        # batch_wait for requests sent together, which a request arriving mid-batch never
-        # waits for: that is not prefill, so it is taken off.
-        ttft, latency, tokens, _ = stream_one(servers[True].port, bodies[0])
-        prefill = ttft - servers[True].config.batch_wait
-        step = (latency - ttft) / max(1, tokens - 1)
+        prefill, step = alone(servers[True], bodies[0])
         stagger = args.stagger if args.stagger is not None else 2 * step
-        # The two modes take turns, so that a change in the machine's load hits both.
+        # The two modes take turns, and a request alone is timed again before each turn, so
+        # that a change in the machine's load hits the targets and both modes alike.
         runs: dict[bool, list[dict]] = {True: [], False: []}
+        lone = []
         for _ in range(args.repeats):
+            lone.append(alone(servers[True], bodies[0]))
             for continuous, server in servers.items():
                 runs[continuous].append(staggered(server.port, bodies, stagger))
+        prefill = statistics.median(p for p, _ in lone)
+        step = statistics.median(s for _, s in lone)
     results = {mode: _medians(r) for mode, r in runs.items()}
     print(
         f"2. staggered arrivals: {args.arrivals} clients, {stagger:.3f} s apart, "
@@ -280,10 +280,19 @@ def arrivals(generator, args) -> None:
     )
     print(
         f"continuous / static tokens/s: {results[True]['tok_s'] / results[False]['tok_s']:.2f}x; "
-        f"alone: prefill {prefill:.3f} s (first token, less the idle linger), a decode step "
+        f"alone (median of {args.repeats}): prefill {prefill:.3f} s (first token, less the idle "
+        f"linger), a decode step "
         f"{step:.3f} s, so prefill + 2 steps = {prefill + 2 * step:.3f} s; "
         f"{same}/{args.arrivals * args.repeats} answers equal across the two"
     )
+
+
+def alone(server, body: dict) -> tuple[float, float]:
+    """A request alone: its prefill and its decode step. The prefill is its time to first
+    token less the idle server's linger (batch_wait, which waits for requests sent together):
+    a request arriving mid-batch never waits for that."""
+    ttft, latency, tokens, _ = stream_one(server.port, body)
+    return ttft - server.config.batch_wait, (latency - ttft) / max(1, tokens - 1)
 
 
 def _medians(runs: list[dict]) -> dict:
