@@ -5,6 +5,7 @@ that arrives while another decodes joins it at the next step and gets the text i
 
 from __future__ import annotations
 
+import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -98,6 +99,76 @@ def test_the_cache_stays_within_the_context(small_model):
     assert joined > 5
 
 
+def test_joining_and_leaving_within_capacity_moves_rows_not_the_cache(small_model):
+    """Sequences leave from the middle of the batch and newcomers take their slots: the cache
+    keeps its storage (nothing is copied whole) and every sequence gets what it gets alone."""
+    lengths = [20, 3, 16, 4, 9]
+    batch = DecodeBatch(small_model, EOS)
+    out: dict[int, list[int]] = {i: [] for i in range(5)}
+
+    def take(produced) -> None:
+        for p in produced:
+            out[p.key].append(p.token)
+
+    take(batch.admit([(i, spec(i, lengths[i])) for i in range(4)]))  # four slots
+    storage = batch.cache.keys[0].data_ptr()
+    for _ in range(4):
+        take(batch.step())  # sequences 1 and 3, in the batch's middle, leave
+    assert [r.key for r in batch.rows] == [0, 2]
+    take(batch.admit([(4, spec(4, lengths[4]))]))
+    assert len(batch) == 3 and batch.cache.keys[0].data_ptr() == storage
+    while len(batch):
+        take(batch.step())
+    for i in range(5):
+        assert out[i] == alone(small_model, i, lengths[i]), f"sequence {i}"
+
+
+def test_a_long_running_batch_with_many_joins_and_leaves():
+    """For hundreds of steps, sequences join (prompts longer and shorter than the batch's
+    width), finish or are abandoned at random: rows move, slots and columns grow, columns
+    that no row uses any more are reclaimed, and every token is the one the sequence gets
+    alone."""
+    torch.manual_seed(1)
+    config = GPT2Config(vocab_size=64, n_positions=300, n_embd=32, n_layer=2, n_head=2)
+    model = GPT2(config).eval()
+    rng = random.Random(0)
+    specs = {}
+    for key in range(30):
+        prompt = tuple(rng.randrange(EOS) for _ in range(1 if key == 0 else rng.randint(1, 30)))
+        specs[key] = SequenceSpec(prompt, rng.randint(10, 60), _sampling(key % 5), key)
+    batch = DecodeBatch(model, EOS)
+    out: dict[int, list[int]] = {key: [] for key in specs}
+    abandoned, waiting, widths = set(), list(specs), []
+
+    def take(produced) -> None:
+        for p in produced:
+            out[p.key].append(p.token)
+
+    while waiting or len(batch):
+        if waiting and (not len(batch) or len(widths) < 3 or rng.random() < 0.06):
+            joining = [waiting.pop(0) for _ in range(min(len(waiting), rng.randint(1, 2)))]
+            take(batch.admit([(key, specs[key]) for key in joining]))
+        if rng.random() < 0.03 and len(batch) > 1:
+            victim = rng.choice([r.key for r in batch.rows])
+            batch.drop([victim])
+            abandoned.add(victim)
+        take(batch.step())
+        widths.append(batch.width)
+    assert abandoned and len(widths) > config.n_positions
+    assert max(widths) < config.n_positions - 50  # unused columns were reclaimed on the way
+    for key, s in specs.items():
+        settings = SamplingSettings(s.max_new_tokens, ignore_eos=True, **SETTINGS[key % 5])
+        seq = DecodingSequence.start(list(s.prompt_ids), settings, s.seed)
+        for _ in decode(model, [seq], EOS):
+            pass
+        n = len(out[key]) if key in abandoned else len(seq.new_ids)
+        assert out[key] == seq.new_ids[:n], f"sequence {key}"
+
+
+def _sampling(setting: int) -> Sampling:
+    return Sampling(ignore_eos=True, **SETTINGS[setting])
+
+
 def test_a_request_joins_a_running_batch_on_a_live_server(generator):
     gate, entered = threading.Event(), threading.Event()
     gate.set()
@@ -141,3 +212,53 @@ def test_a_request_joins_a_running_batch_on_a_live_server(generator):
     assert short_text == short_alone and long_text == long_alone
     assert server.batcher.largest_batch == 2
     assert batch_when_short_ended == 1  # the long request was still decoding: it joined it
+
+
+def test_a_request_arriving_during_a_prefill_is_prefilled_before_the_next_step(generator):
+    """Prefill first: a request that arrives while a newcomer is being prefilled is admitted
+    right after it, before the running batch's next step, and gets the text it gets alone."""
+    calls: list[tuple[int, int]] = []  # (rows, input_pos) of every forward call
+    hold, entered, release = threading.Event(), threading.Event(), threading.Event()
+    release.set()
+
+    class Recorded:  # the model, recording its calls; a prefill waits while `hold` is set
+        def __getattr__(self, name):
+            return getattr(generator.model, name)
+
+        def __call__(self, idx, input_pos=0, *args, **kwargs):
+            if input_pos == 0 and hold.is_set():
+                hold.clear()
+                entered.set()
+                assert release.wait(30)
+            calls.append((idx.shape[0], input_pos))
+            return generator.model(idx, input_pos, *args, **kwargs)
+
+    recorded = TextGenerator(generator.model, generator.tokenizer, "tiny")
+    recorded.model = Recorded()
+    bodies = [
+        dict(prompt="Why did the chicken", max_tokens=40, seed=1, extra_body={"ignore_eos": True}),
+        dict(prompt="Knock knock", max_tokens=6, seed=2, extra_body={"ignore_eos": True}),
+        dict(prompt="A man walks into", max_tokens=6, seed=3, extra_body={"ignore_eos": True}),
+    ]
+    with CompletionServer(recorded, ServerConfig(port=0), "tiny") as server:
+        api = openai.OpenAI(base_url=server.url, api_key="-", max_retries=0, timeout=60)
+        texts_alone = [api.completions.create(model="tiny", **b).choices[0].text for b in bodies]
+        stream = iter(api.completions.create(model="tiny", stream=True, **bodies[0]))
+        texts = [next(stream).choices[0].text, "", ""]  # the first request is decoding
+        with ThreadPoolExecutor(2) as pool:
+            release.clear()
+            hold.set()  # the next prefill (the second request's) waits
+            second = pool.submit(api.completions.create, model="tiny", **bodies[1])
+            assert entered.wait(30)
+            start = len(calls)
+            third = pool.submit(api.completions.create, model="tiny", **bodies[2])
+            for _ in range(200):
+                if server.batcher.waiting == 1:
+                    break
+                threading.Event().wait(0.02)
+            release.set()
+            texts[1], texts[2] = (f.result().choices[0].text for f in (second, third))
+        texts[0] += "".join(c.choices[0].text for c in stream)
+    # The second request's prefill, the third's, then a step of all three.
+    assert calls[start : start + 3] == [(1, 0), (1, 0), (3, calls[start + 2][1])]
+    assert texts == texts_alone

@@ -56,10 +56,13 @@ def sample(
     # own logit does, so the last-bit differences that batching (left padding) makes to the
     # logits practically never change the pick. An inverse-CDF draw did: its one uniform is
     # compared against a sum over the whole candidate list, and lands near some boundary often.
-    noise = torch.stack([torch.rand(vocab, generator=g) for g in generators]).to(logits.device)
+    noise = torch.empty(len(generators), vocab)
+    for row, g in zip(noise, generators, strict=True):
+        row.uniform_(generator=g)  # what torch.rand(vocab, generator=g) draws
+    noise = noise.to(logits.device)
     if order is not None:
         noise = noise.gather(-1, order)
-    scores = logits - torch.log(-torch.log(noise))  # a draw of exactly 0 scores -inf
+    scores = logits - noise.log_().neg_().log_()  # log(-log(u)); a draw of exactly 0: -inf
     picks = scores.argmax(dim=-1)
     if order is None:
         return picks

@@ -2,9 +2,11 @@
 
 HTTP handlers (on the event loop) submit a `Job` (all the sequences of one request) and await
 its events. Between two decode steps the worker admits whatever is waiting (up to
-`max_batch_size` sequences in the batch): a request that arrives while others decode joins at
-the next step instead of waiting for the batch to finish. With `continuous=False` the worker
-admits only into an empty batch (static batching, kept for the benchmark's comparison).
+`max_batch_size` sequences in the batch), and then whatever arrived during that prefill: a
+request that arrives while others decode joins at the next step instead of waiting for the
+batch to finish, and one that arrives during a prefill does not wait for a step as well.
+With `continuous=False` the worker admits only into an empty batch (static batching, kept for
+the benchmark's comparison).
 Sequences are seeded one by one, so how requests happen to be batched never changes what
 they produce.
 """
@@ -188,17 +190,30 @@ class Batcher:
             newcomers = self._take()
             if newcomers is None:
                 return
-            self.largest_batch = max(self.largest_batch, len(self._running))
             try:
-                if newcomers:
-                    specs = [(id(i), i.job.sequences[i.choice].spec) for i in newcomers]
-                    self._dispatch(self._batch.admit(specs), newcomers)
+                self._admit(newcomers)
                 self._drop_abandoned()
                 if len(self._batch):
                     self.steps += 1
                     self._dispatch(self._batch.step(), [])
             except Exception as e:  # keep serving: the batch's jobs get the error instead
                 self._fail(JobFailed(f"generation failed: {type(e).__name__}: {e}"))
+
+    def _admit(self, newcomers: list[_Item]) -> None:
+        """Prefill first: newcomers, then those that arrived while they were prefilled, and so
+        on before the next step, so that a request arriving mid-batch waits for one step at
+        most, not for a step after each prefill. At most max_batch_size sequences are admitted
+        between two steps, so a stream of short requests cannot stall the running ones."""
+        admitted = 0
+        while newcomers:
+            self.largest_batch = max(self.largest_batch, len(self._running))
+            specs = [(id(i), i.job.sequences[i.choice].spec) for i in newcomers]
+            self._dispatch(self._batch.admit(specs), newcomers)
+            admitted += len(newcomers)
+            if not self.continuous or admitted >= self.max_batch_size:
+                return
+            with self._cond:
+                newcomers = self._take_waiting(self.max_batch_size - admitted)
 
     def _take(self) -> list[_Item] | None:
         """Newcomers to admit before the next step ([] for none); None when closing."""
@@ -211,14 +226,19 @@ class Batcher:
                 return []
             if not self._running:
                 self._linger()
-            taken = []
-            while self._waiting and len(self._running) + len(taken) < self.max_batch_size:
-                item = self._waiting.popleft()
-                if not item.job.done:  # cancelled or past its deadline: its reader is gone
-                    taken.append(item)
-            for item in taken:
-                self._running[id(item)] = item
-            return taken
+            return self._take_waiting(self.max_batch_size)
+
+    def _take_waiting(self, limit: int) -> list[_Item]:
+        """Up to `limit` waiting sequences that fit in the batch (call holding the lock)."""
+        taken: list[_Item] = []
+        room = min(limit, self.max_batch_size - len(self._running))
+        while self._waiting and len(taken) < room and not self._closing:
+            item = self._waiting.popleft()
+            if not item.job.done:  # cancelled or past its deadline: its reader is gone
+                taken.append(item)
+        for item in taken:
+            self._running[id(item)] = item
+        return taken
 
     def _linger(self) -> None:
         # Clients answered by one batch come back a few ms apart: wait batch_wait after the

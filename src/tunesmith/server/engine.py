@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tunesmith.model import GPT2, GPT2Config, KVCache
+from tunesmith.model import GPT2
 from tunesmith.sampling import apply_repetition_penalty, sample
-
-GROWTH = 64  # cache columns added at a time
+from tunesmith.server.slots import MIN_COLUMNS, SlotCache
 
 
 @dataclass(frozen=True)
@@ -79,45 +78,11 @@ class _Row:
     generated: int = 0
 
 
-class GrowableCache(KVCache):
-    """A KV cache that widens as decoding goes on, for a batch whose end is not known."""
-
-    def update(self, layer: int, input_pos: int, k: torch.Tensor, v: torch.Tensor):
-        end = input_pos + k.shape[2]
-        if end > self.max_len:
-            self.widen(end + GROWTH)
-        return super().update(layer, input_pos, k, v)
-
-    def widen(self, max_len: int, left: int = 0) -> None:
-        """Make room for max_len columns, adding `left` empty columns before the old ones."""
-        B, H, _, D = self.keys[0].shape
-        right = max_len - left - self.max_len
-        assert left >= 0 and right >= 0, "widen() only adds columns"
-        if left == right == 0:
-            return
-        like = self.keys[0]
-        pad = [like.new_zeros(B, H, n, D) for n in (left, right)]
-        self.keys = [torch.cat([pad[0], k, pad[1]], dim=2) for k in self.keys]
-        self.values = [torch.cat([pad[0], v, pad[1]], dim=2) for v in self.values]
-        self.max_len = max_len
-
-    def drop_columns(self, first: int) -> None:
-        """Forget columns before `first` (no row uses them any more)."""
-        self.keys = [k[:, :, first:].contiguous() for k in self.keys]
-        self.values = [v[:, :, first:].contiguous() for v in self.values]
-        self.max_len -= first
-
-    def append_rows(self, other: GrowableCache) -> None:
-        self.keys = [torch.cat([a, b]) for a, b in zip(self.keys, other.keys, strict=True)]
-        self.values = [torch.cat([a, b]) for a, b in zip(self.values, other.values, strict=True)]
-
-
-def _new_cache(config: GPT2Config, rows: int, width: int, model: GPT2) -> GrowableCache:
-    return GrowableCache(config, rows, min(width, config.n_positions), model.device, model.dtype)
-
-
 class DecodeBatch:
-    """The sequences decoding together on the model, changing between steps."""
+    """The sequences decoding together on the model, changing between steps.
+
+    Row i of the batch lives in slot i of the cache and of every per-row tensor below (their
+    first dimension is the slot count); rows [0, len(self)) are in use."""
 
     def __init__(self, model: GPT2, eos_id: int):
         self.model, self.eos_id = model, eos_id
@@ -127,12 +92,13 @@ class DecodeBatch:
     def _reset(self) -> None:
         self.rows: list[_Row] = []
         self.width = 0  # cache columns in use; every row's last token sits at width - 1
-        self.cache: GrowableCache | None = None
-        self.mask = torch.zeros(0, 0, dtype=torch.bool)  # (B, width): columns a row attends to
-        self.pending = torch.zeros(0, dtype=torch.long)  # (B,) sampled, not yet in the cache
-        self.positions = torch.zeros(0, dtype=torch.long)  # (B,) position of `pending`
-        self.seen = torch.zeros(0, self.vocab, dtype=torch.bool)  # prompt + generated tokens
-        self.counts = torch.zeros(0, self.vocab)  # generated tokens, for the penalties
+        self.cache: SlotCache | None = None
+        device = self.model.device
+        self.mask = torch.zeros(0, 0, dtype=torch.bool, device=device)  # columns a row attends to
+        self.pending = torch.zeros(0, dtype=torch.long, device=device)  # sampled, not yet cached
+        self.positions = torch.zeros(0, dtype=torch.long, device=device)  # position of `pending`
+        self.seen = torch.zeros(0, self.vocab, dtype=torch.bool, device=device)  # prompt + output
+        self.counts = torch.zeros(0, self.vocab, device=device)  # generated tokens (penalties)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -150,8 +116,9 @@ class DecodeBatch:
         return out
 
     def _prefill(self, group: list[tuple[Hashable, SequenceSpec]], all_logits: bool):
-        """The group's prompts, left-padded to one length, through the model: logits (all
-        positions or the last), their cache and the (B, L) mask of real tokens."""
+        """The group's prompts, left-padded to one length L, through the model into the slots
+        after the batch's rows, right-aligned with them: logits (all positions or the last)
+        and the (B, L) mask of real tokens."""
         B, L = len(group), max(len(s.prompt_ids) for _, s in group)
         idx = torch.full((B, L), self.eos_id, dtype=torch.long)
         mask = torch.zeros((B, L), dtype=torch.bool)
@@ -162,145 +129,163 @@ class DecodeBatch:
         padded = not bool(mask.all())
         idx, mask = idx.to(self.model.device), mask.to(self.model.device)
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # padding takes no positions
-        cache = _new_cache(self.model.config, B, L + GROWTH, self.model)
+        first = len(self.rows)
+        if first and L > self.width:
+            self._shift(L - self.width)  # the batch's rows move right to make room on the left
+        self.width = max(self.width, L)
+        self._reserve(first + B, self.width)
+        assert self.cache is not None
+        window = self.cache.window(first, B, self.width - L, L)
         logits = self.model(
             idx,
             0,
-            cache,
+            window,
             attention_mask=mask.long() if padded else None,
             position_ids=positions,
             last_only=not all_logits,
         ).float()
-        return logits, cache, mask
+        return logits, mask
 
     def _admit_group(self, group: list[tuple[Hashable, SequenceSpec]]) -> list[Produced]:
-        device, B = self.model.device, len(group)
         wants_prompt = group[0][1].prompt_logprobs is not None
-        logits, cache, mask = self._prefill(group, wants_prompt)
-        rows = [_Row(k, s, torch.Generator().manual_seed(s.seed)) for k, s in group]
-        prompt_lp = _prompt_logprobs(logits[0], group[0][1]) if wants_prompt else None
-        seen = torch.zeros(B, self.vocab, dtype=torch.bool, device=device)
+        first, B = len(self.rows), len(group)
+        logits, mask = self._prefill(group, wants_prompt)
+        new = slice(first, first + B)
+        self.mask[new] = False
+        self.mask[new, self.width - mask.shape[1] : self.width] = mask
+        self.positions[new] = mask.sum(-1)
+        self.seen[new], self.counts[new] = False, 0
         for row, (_, spec) in enumerate(group):
-            seen[row, torch.tensor(spec.prompt_ids, device=device)] = True
-        counts = torch.zeros(B, self.vocab, device=device)
+            self.seen[first + row, torch.tensor(spec.prompt_ids, device=self.seen.device)] = True
+        rows = [_Row(k, s, torch.Generator().manual_seed(s.seed)) for k, s in group]
+        self.rows.extend(rows)
+        assert self.cache is not None
+        self.cache.rows = len(self.rows)
+        prompt_lp = _prompt_logprobs(logits[0], group[0][1]) if wants_prompt else None
         keep = [i for i, r in enumerate(rows) if r.spec.max_new_tokens > 0]
         out = [
             Produced(r.key, None, None, prompt_lp, "length")
-            for i, r in enumerate(rows)
-            if i not in keep
+            for r in rows
+            if r.spec.max_new_tokens == 0
         ]
-        if not keep:
-            return out
-        last = logits[:, -1][keep]
-        sampled = [rows[i] for i in keep]
-        produced, tokens = self._choose(last, sampled, seen[keep], counts[keep])
-        for p in produced:
-            p.prompt_logprobs = prompt_lp
-        out.extend(produced)
-        running = [i for i, p in zip(keep, produced, strict=True) if p.finish_reason is None]
-        if running:
-            at = [keep.index(i) for i in running]
-            rows_t = torch.tensor(running, device=device)
-            cache.keep_rows(rows_t)
-            counts = counts[rows_t]
-            counts[torch.arange(len(at), device=device), tokens[at]] += 1
-            seen = seen[rows_t]
-            seen[torch.arange(len(at), device=device), tokens[at]] = True
-            self._merge(
-                [rows[i] for i in running],
-                cache,
-                mask[rows_t],
-                mask.shape[1],
-                tokens[at],
-                mask[rows_t].sum(-1),
-                seen,
-                counts,
+        if keep:
+            at = torch.tensor([first + i for i in keep], device=self.seen.device)
+            sampled = [rows[i] for i in keep]
+            produced, tokens = self._choose(
+                logits[keep, -1], sampled, self.seen[at], self.counts[at]
             )
+            for p in produced:
+                p.prompt_logprobs = prompt_lp
+            self._took(at, tokens)
+            out.extend(produced)
+        self._remove({p.key for p in out if p.finish_reason is not None})
         return out
-
-    def _merge(self, rows, cache, mask, width, pending, positions, seen, counts) -> None:
-        """Right-align the newcomers' block of `width` columns with the batch's and stack."""
-        if not self.rows:
-            self.rows, self.cache, self.width = rows, cache, width
-            self.mask, self.pending, self.positions = mask, pending, positions
-            self.seen, self.counts = seen, counts
-            return
-        assert self.cache is not None
-        W = max(self.width, width)
-        self._pad_left(W - self.width)
-        capacity = max(self.cache.max_len, cache.max_len + W - width)
-        self.cache.widen(capacity)
-        cache.widen(capacity, left=W - width)
-        mask = torch.nn.functional.pad(mask, (W - width, 0))
-        self.cache.append_rows(cache)
-        self.rows = self.rows + rows
-        self.mask = torch.cat([self.mask, mask])
-        self.pending = torch.cat([self.pending, pending])
-        self.positions = torch.cat([self.positions, positions])
-        self.seen = torch.cat([self.seen, seen])
-        self.counts = torch.cat([self.counts, counts])
-
-    def _pad_left(self, n: int) -> None:
-        if n <= 0:
-            return
-        assert self.cache is not None
-        self.cache.widen(self.cache.max_len + n, left=n)
-        self.mask = torch.nn.functional.pad(self.mask, (n, 0))
-        self.width += n
 
     @torch.inference_mode()
     def step(self) -> list[Produced]:
         """One token for every running sequence; finished ones leave the batch."""
         if not self.rows:
             return []
-        if self.width + 1 > self.model.config.n_positions:
-            self._compact()
-        W = self.width
-        self.mask = torch.nn.functional.pad(self.mask, (0, 1), value=True)
-        full = bool(self.mask.all())
+        if self.width + 1 > self.mask.shape[1]:
+            self._make_room()
+        B, W = len(self.rows), self.width
+        self.mask[:B, W] = True
+        mask = self.mask[:B, : W + 1]
+        full = bool(mask.all())
         logits = self.model(
-            self.pending[:, None],
+            self.pending[:B, None],
             W,
             self.cache,
-            attention_mask=None if full else self.mask.long(),
-            position_ids=self.positions[:, None],
+            attention_mask=None if full else mask.long(),
+            position_ids=self.positions[:B, None],
         )[:, -1].float()
         self.width += 1
-        self.positions = self.positions + 1
-        produced, tokens = self._choose(logits, self.rows, self.seen, self.counts)
-        rows = torch.arange(len(self.rows), device=tokens.device)
-        self.counts[rows, tokens] += 1
-        self.seen[rows, tokens] = True
-        self.pending = tokens
-        self.drop([p.key for p in produced if p.finish_reason is not None])
+        self.positions[:B] += 1
+        produced, tokens = self._choose(logits, self.rows, self.seen[:B], self.counts[:B])
+        self._took(torch.arange(B, device=tokens.device), tokens)
+        self._remove({p.key for p in produced if p.finish_reason is not None})
         return produced
 
+    def _took(self, rows: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Rows (slot indices) sampled tokens: the next step feeds them in."""
+        self.pending[rows] = tokens
+        self.counts[rows, tokens] += 1
+        self.seen[rows, tokens] = True
+
+    @torch.inference_mode()  # the batch's tensors are inference tensors, updated in place
     def drop(self, keys: list[Hashable]) -> None:
         """Sequences leave the batch (finished, stopped by a stop string, or abandoned)."""
-        gone = set(keys)
-        keep = [i for i, r in enumerate(self.rows) if r.key not in gone]
-        if len(keep) == len(self.rows):
+        self._remove(set(keys))
+
+    def _remove(self, gone: set) -> None:
+        """The last row takes each leaving row's slot: one row moves, not the batch."""
+        leaving = [i for i, r in enumerate(self.rows) if r.key in gone]
+        if not leaving:
             return
-        if not keep:
+        if len(leaving) == len(self.rows):
             self._reset()
             return
         assert self.cache is not None
-        rows = torch.tensor(keep, device=self.mask.device)
-        self.cache.keep_rows(rows)
-        self.rows = [self.rows[i] for i in keep]
-        self.mask, self.pending = self.mask[rows], self.pending[rows]
-        self.positions = self.positions[rows]
-        self.seen, self.counts = self.seen[rows], self.counts[rows]
-        self._compact()
+        for i in reversed(leaving):
+            last = len(self.rows) - 1
+            if i != last:
+                self._move_row(last, i)
+            self.rows[i] = self.rows[last]
+            self.rows.pop()
+            self.cache.rows = len(self.rows)
+        first = self._first_used()
+        if first >= max(MIN_COLUMNS, self.width // 2):  # reclaim columns once half are unused
+            self._shift(-first)
 
-    def _compact(self) -> None:
-        """Drop the leading columns no row uses (left behind by rows that left)."""
-        used = self.mask.any(dim=0).nonzero()
-        first = int(used[0]) if len(used) else self.width
-        if first > 0 and self.cache is not None:
-            self.cache.drop_columns(first)
-            self.mask = self.mask[:, first:]
-            self.width -= first
+    def _move_row(self, source: int, target: int) -> None:
+        assert self.cache is not None
+        used = self.mask[source, : self.width].nonzero()
+        self.cache.move_row(source, target, int(used[0]) if len(used) else 0, self.width)
+        for t in (self.mask, self.pending, self.positions, self.seen, self.counts):
+            t[target] = t[source]
+
+    def _first_used(self) -> int:
+        used = self.mask[: len(self.rows), : self.width].any(dim=0).nonzero()
+        return int(used[0]) if len(used) else self.width
+
+    def _shift(self, by: int) -> None:
+        """Move the batch's used columns `by` columns (right when positive)."""
+        assert self.cache is not None
+        first, W, B = self._first_used(), self.width, len(self.rows)
+        self._reserve(B, W + by)
+        self.cache.shift(first, W, by)
+        self.mask[:B, first + by : W + by] = self.mask[:B, first:W].clone()
+        vacated = slice(first, first + by) if by > 0 else slice(W + by, W)
+        self.mask[:B, vacated] = False
+        self.width += by
+
+    def _make_room(self) -> None:
+        """A column for the next step: reclaim unused leading columns, or double."""
+        assert self.cache is not None
+        first = self._first_used()
+        if first >= self.width // 2 or self.cache.max_len == self.cache.context:
+            assert first > 0, "a row longer than the context"
+            self._shift(-first)
+        self._reserve(len(self.rows), self.width + 1)
+
+    def _reserve(self, rows: int, columns: int) -> None:
+        """Room for `rows` slots and `columns` columns in the cache and the per-row tensors."""
+        if self.cache is None:
+            config, model = self.model.config, self.model
+            width = min(columns + MIN_COLUMNS, config.n_positions)
+            self.cache = SlotCache(config, rows, width, model.device, model.dtype)
+        self.cache.reserve(rows, columns)
+        slots, width = self.cache.slots, self.cache.max_len
+        if self.mask.shape != (slots, width):
+            B, C = len(self.rows), self.mask.shape[1]
+            mask = self.mask.new_zeros(slots, width)
+            mask[:B, :C] = self.mask[:B]
+            self.mask = mask
+        if self.pending.shape[0] != slots:
+            self.pending, self.positions, self.seen, self.counts = (
+                _grown(t, slots, len(self.rows))
+                for t in (self.pending, self.positions, self.seen, self.counts)
+            )
 
     def _choose(
         self, logits, rows: list[_Row], seen, counts
@@ -387,3 +372,10 @@ def _prompt_logprobs(logits: torch.Tensor, spec: SequenceSpec) -> list[TokenLogp
     for i, token in enumerate(ids[1:]):
         out.append(_token_logprob(logprobs[i], token, top))
     return out
+
+
+def _grown(t: torch.Tensor, slots: int, rows: int) -> torch.Tensor:
+    """t with `slots` rows, the first `rows` copied."""
+    new = t.new_zeros(slots, *t.shape[1:])
+    new[:rows] = t[:rows]
+    return new
