@@ -69,8 +69,8 @@ def test_a_cluster_sweep_runs_its_trials_through_ray_tune(
         assert run.info["cluster"]["device"] == "cuda:0"  # the trial's logical GPU
         log = (ws.records_dir(run.id) / "log.txt").read_text()
         assert "step 2: val loss" in log  # the job's output came back into the run's log
-        steps = [json.loads(line)["step"] for line in open(ws.records_dir(run.id) / "metrics.jsonl")]
-        assert 2 in steps
+        metrics = (ws.records_dir(run.id) / "metrics.jsonl").read_text().splitlines()
+        assert 2 in [json.loads(line)["step"] for line in metrics]
     assert trials["t0"].status == "succeeded"
     assert (ws.run_dir(trials["t0"].id) / "model" / "model.safetensors").is_file()
     assert trials["t1"].status in ("interrupted", "succeeded")  # SIGTERM may come after its end

@@ -95,8 +95,12 @@ class RemoteJob:
         return run.id
 
     def rename_inputs(self, run_id: int, name: str, renames: dict[str, str]) -> None:
-        """Name inputs in an imported run's saved config as they are called here."""
-        map_json_file(self.workspace.run_dir(run_id) / safe_relative(name), renames)
+        """Name inputs in an imported run's saved config as they are called here, and seal
+        its outputs again (the job checks an input run's files against their seal)."""
+        folder = self.workspace.run_dir(run_id)
+        map_json_file(folder / safe_relative(name), renames)
+        status = self.workspace.get(run_id).status
+        self.workspace.finish(run_id, scan_outputs(folder), status=status)
 
     def place_files(self, dest: str, files: list[dict[str, Any]]) -> str:
         """Copy a client's file or folder into the job; returns its absolute path here."""

@@ -20,7 +20,6 @@ Tune no checkpoints (tunesmith copies them), so it needs no storage shared by th
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import tempfile
@@ -31,9 +30,9 @@ from typing import Any, TextIO
 
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.progress_reporter import TrialProgressCallback
 
-from tunesmith.cluster.client import STOP_GRACE, actor_death, fail_here
+from tunesmith.cluster.client import STOP_GRACE, actor_death, fail_here, stop, sync
 from tunesmith.cluster.connect import NAMESPACE, ClusterError, check_feasible, connect
 from tunesmith.cluster.launch import (
     collect_inputs,
@@ -45,6 +44,7 @@ from tunesmith.cluster.launch import (
 )
 from tunesmith.cluster.session import PULL_EVERY, Remote
 from tunesmith.runs import Workspace
+from tunesmith.runs.record import Terminated, sigterm_as_interrupt
 from tunesmith.sweep.config import SweepConfig
 from tunesmith.sweep.trial_job import trainable
 from tunesmith.sweep.trials import (
@@ -55,8 +55,8 @@ from tunesmith.sweep.trials import (
     read_progress,
     trial_argv,
 )
+from tunesmith.sweep.tune_setup import error_line, make_tuner, tune_settings
 
-MAX_T = 10**9  # ASHA's last rung: never reached, a trial trains the steps its command gives
 KILL_AFTER = 10.0  # seconds after SIGTERM before a stopped job is killed
 _ASK = object()  # `_finish`: ask the job's actor for its result
 
@@ -75,11 +75,19 @@ class _Job:
     last_pull: float = 0.0
 
 
-class _Driver(tune.Callback):
-    """Tune's events, in the driver's loop, passed to the scheduler."""
+class _Driver(TrialProgressCallback):
+    """Tune's events, in the driver's loop, passed to the scheduler. A TrialProgressCallback
+    whose hooks print nothing, so that Tune adds no printing one of its own: the sweep prints
+    each trial's start and end."""
 
     def __init__(self, scheduler: TuneScheduler):
+        super().__init__()
         self.scheduler = scheduler
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its settings for a restore that tunesmith never asks of it (a resumed
+        # sweep starts a new Tuner); the scheduler, with its open run store, stays here.
+        return {}
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self.scheduler.look([t.config["trial"] for t in trials if t.status == "RUNNING"])
@@ -94,7 +102,7 @@ class _Driver(tune.Callback):
         self.scheduler.ended(trial.config["trial"], trial.last_result)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.scheduler.ended(trial.config["trial"], trial.last_result, _error_line(trial))
+        self.scheduler.ended(trial.config["trial"], trial.last_result, error_line(trial))
 
 
 class TuneScheduler:
@@ -120,54 +128,44 @@ class TuneScheduler:
     def run(self) -> None:
         connect(self.resources.address)
         check_feasible(ray, self.resources.resources())
+        for trial in self.state.trials:  # resumed: runs a killed sweep left on the cluster
+            if trial.status not in FINISHED and trial.run is not None:
+                self._settle(trial)
         pending = [t for t in self.state.trials if t.status not in FINISHED]
         # Tune starts grid trials in order: the local scheduler's shuffled order (see there).
         random.Random(self.config.sweep_seed).shuffle(pending)
         self.jobs = {t.index: job_name() for t in pending}
         storage = Path(tempfile.mkdtemp(prefix="tunesmith-tune-"))
-        # Ctrl-C must reach us as KeyboardInterrupt (stopping the jobs), not Tune's handler.
-        sigint = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-        try:
-            if pending:
-                self._tuner(pending, storage).fit()
-            self._drain()
-        except KeyboardInterrupt:
-            self._interrupt()
-            raise
-        finally:
-            _restore_env("TUNE_DISABLE_SIGINT_HANDLER", sigint)
-            self.state.save(self.folder)
-            shutil.rmtree(storage, ignore_errors=True)
+        # After connecting: Ray's driver turns SIGTERM into an exit, which would leave the
+        # trials' jobs running unrecorded.
+        with sigterm_as_interrupt() as sigterm, tune_settings():
+            try:
+                if pending:
+                    indices = [t.index for t in pending]
+                    fn = tune.with_parameters(
+                        trainable, jobs=self.jobs, metric=self.config.metric, poll=self.config.poll
+                    )
+                    make_tuner(fn, self.config, self.grace, indices, _Driver(self), storage).fit()
+                self._drain()
+            except KeyboardInterrupt as e:
+                self._interrupt()
+                if sigterm and not isinstance(e, Terminated):  # Ray's get() called it Ctrl-C
+                    raise Terminated() from None
+                raise
+            finally:
+                self.state.save(self.folder)
+                shutil.rmtree(storage, ignore_errors=True)
 
-    def _tuner(self, pending: list[Trial], storage: Path) -> tune.Tuner:
-        fn = tune.with_parameters(
-            trainable, jobs=self.jobs, metric=self.config.metric, poll=self.config.poll
-        )
-        fn = tune.with_resources(fn, {"cpu": self.resources.cpus, "gpu": self.resources.gpus})
-        if self.config.asha:
-            scheduler = ASHAScheduler(
-                time_attr="step",
-                metric=self.config.metric,
-                mode=self.config.mode,
-                max_t=MAX_T,
-                grace_period=self.grace,
-                reduction_factor=self.config.eta,
-            )
-        else:
-            scheduler = FIFOScheduler()
-        return tune.Tuner(
-            fn,
-            param_space={"trial": tune.grid_search([t.index for t in pending])},
-            tune_config=tune.TuneConfig(
-                scheduler=scheduler,
-                max_concurrent_trials=self.config.parallel,
-                reuse_actors=False,
-            ),
-            run_config=tune.RunConfig(
-                name="sweep", storage_path=str(storage), verbose=0, callbacks=[_Driver(self)]
-            ),
-        )
+    def _settle(self, trial: Trial) -> None:
+        """A trial's last run as it stands now: a remote one still running is stopped (it
+        continues from its checkpoints), one that ended meanwhile is recorded."""
+        run = self.workspace.get(trial.run)
+        if run.status == "running" and run.info.get("cluster", {}).get("job"):
+            if sync(self.workspace, run.id) == "running":
+                stop(self.workspace, run.id)
+        if self.workspace.get(trial.run).status == "succeeded":
+            trial.status, trial.note = "succeeded", ""
+            trial.curve, trial.trained = self._progress(trial)
 
     # -- Tune's events -------------------------------------------------------------------
 
@@ -364,20 +362,3 @@ def _cut_note(last: dict[str, Any], metric: str) -> str:
     if not isinstance(value, (int, float)):
         return "stopped by ASHA (Ray Tune)"
     return f"stopped by ASHA (Ray Tune) at step {step}: {metric} {value:.4f}, below its rung's cut"
-
-
-def _error_line(trial: Any) -> str:
-    """The last line of a failed Tune trial's error (its file lies in Tune's folder here)."""
-    try:
-        text = Path(trial.error_file).read_text(encoding="utf-8", errors="replace")
-    except (OSError, TypeError):
-        return "see the cluster's logs"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "see the cluster's logs"
-
-
-def _restore_env(name: str, value: str | None) -> None:
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
