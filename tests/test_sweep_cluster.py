@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +84,53 @@ def test_a_cluster_sweep_runs_its_trials_through_ray_tune(
     assert main(["generate", "--model", "runs/1", "--length", "3", "--prompt", "Why"]) == 0
     assert capsys.readouterr().out.strip()
     assert not (tmp_path / "home" / "ray_results").exists()
+
+
+@pytest.mark.cluster
+def test_a_killed_cluster_sweep_stops_its_jobs_and_resumes_them(
+    ray_cluster, workspace, tiny_model_dir, jokes, monkeypatch
+):
+    import ray
+    from ray_cluster import wait_for
+
+    src = str(Path(__file__).resolve().parents[1] / "src")  # the sweep's own process
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    where = ["--cluster", ray_cluster.address, "--gpus-per-trial", "1"]
+    argv = ["sweep", "--max-steps", "100,4", "--no-asha", *where]
+    argv += _finetune(tiny_model_dir, jokes, "--lr", "3e-3", "--save-every", "4")
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "tunesmith", *argv], start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:  # killed once the first trial's first checkpoint has come back here
+        first = workspace / "runs" / "2" / "checkpoints"
+        wait_for(lambda: list(first.glob("step-*/trainer_state.json")), what="a checkpoint")
+        sweep.send_signal(signal.SIGTERM)
+        _, err = sweep.communicate(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    assert sweep.returncode == 143, err[-3000:]
+    assert "Traceback" not in err
+    ws = open_workspace()
+    assert ws.get(1).status == "interrupted"
+    before = json.loads((workspace / "runs" / "1" / "sweep.json").read_text())["trials"]
+    assert [t["status"] for t in before] == ["interrupted", "pending"]
+    stopped = ws.get(2)
+    assert stopped.status == "interrupted" and stopped.name == "sweep1-t0"
+    with pytest.raises(ValueError):  # its job is gone from the cluster
+        ray.get_actor(stopped.info["cluster"]["job"], namespace="tunesmith")
+
+    assert main(["sweep", "--resume", "runs/1", *where]) == 0
+    resumed = ws.latest(kind="sweep")
+    after = json.loads((ws.run_dir(resumed.id) / "sweep.json").read_text())["trials"]
+    assert [t["status"] for t in after] == ["succeeded", "succeeded"]
+    assert after[0]["runs"][0] == 2 and len(after[0]["runs"]) == 2
+    continued = ws.get(after[0]["runs"][1])
+    assert continued.params["resume"] == "runs/2"  # named as here, not as on the worker
+    assert continued.info["parent"] == resumed.id
+    assert max(step for step, _ in after[0]["curve"]) == 100
+    assert (ws.run_dir(continued.id) / "model" / "model.safetensors").is_file()
 
 
 @pytest.mark.cluster
