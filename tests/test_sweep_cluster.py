@@ -105,6 +105,8 @@ def test_a_killed_cluster_sweep_stops_its_jobs_and_resumes_them(
     try:  # killed once the first trial's first checkpoint has come back here
         first = workspace / "runs" / "2" / "checkpoints"
         wait_for(lambda: list(first.glob("step-*/trainer_state.json")), what="a checkpoint")
+        live = (workspace / "runs" / "2" / ".tunesmith" / "log.txt").read_text()
+        assert "step 2: val loss" in live  # the trial's log streams here while it runs
         sweep.send_signal(signal.SIGTERM)
         _, err = sweep.communicate(timeout=120)
     finally:

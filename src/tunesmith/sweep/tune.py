@@ -16,6 +16,7 @@
 
 Tune's own experiment folder is a temporary directory here, removed at the end: the trials give
 Tune no checkpoints (tunesmith copies them), so it needs no storage shared by the nodes.
+`trial_job.py` holds the trainable; `tune_setup.py` builds the Tuner and sets Tune's switches.
 """
 
 from __future__ import annotations
