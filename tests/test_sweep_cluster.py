@@ -87,6 +87,29 @@ def test_a_cluster_sweep_runs_its_trials_through_ray_tune(
 
 
 @pytest.mark.cluster
+def test_cpu_trials_run_side_by_side_as_the_cluster_holds_them(
+    ray_cluster, workspace, tiny_model_dir, jokes, capsys
+):
+    argv = ["sweep", "--lr", "3e-3,1e-3", "--no-asha", "--cluster", ray_cluster.address]
+    argv += ["--cpus-per-trial", "2"]  # two trials fill the cluster's 4 CPUs
+    code = main(argv + _finetune(tiny_model_dir, jokes, "--max-steps", "16"))
+    assert code == 0, capsys.readouterr().err[-3000:]
+    rows = _rows(workspace, 1)
+    assert {r["status"] for r in rows.values()} == {"succeeded"}
+    ws = open_workspace()
+    first, second = sorted(
+        (ws.get(int(r["run"].removeprefix("runs/"))) for r in rows.values()),
+        key=lambda run: run.started,
+    )
+    assert second.started < first.ended  # both at once, one driver following both
+    for run in (first, second):
+        assert run.info["cluster"]["device"] == "cpu"  # no GPU asked for, none seen
+        assert run.info["cluster"]["resources"] == {"CPU": 2.0}
+        assert run.params["num_threads"] == 2  # the cores the trial holds
+        assert (ws.run_dir(run.id) / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.cluster
 def test_a_killed_cluster_sweep_stops_its_jobs_and_resumes_them(
     ray_cluster, workspace, tiny_model_dir, jokes, monkeypatch
 ):
