@@ -229,11 +229,13 @@ class RemoteJob:
     # -- what the client reads -----------------------------------------------------------
 
     def poll(self, index: int, metrics_offset: int) -> dict[str, Any]:
-        """Output chunks from `index`, complete metrics lines from byte `metrics_offset`."""
+        """Output chunks from `index`, complete metrics lines from byte `metrics_offset`, and
+        whether the command had ended before they were read (its output is then complete)."""
+        done = self.exit_code is not None
         with self._lock:
             chunks = self.output[index:]
         reply = self.metrics(metrics_offset)
-        return {"chunks": chunks, "index": index + len(chunks), **reply}
+        return {"chunks": chunks, "index": index + len(chunks), **reply, "done": done}
 
     def metrics(self, offset: int) -> dict[str, Any]:
         """Complete metrics.jsonl lines from byte `offset`, and whether the command has ended
