@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tunesmith.cli import main
-from tunesmith.runs import open_workspace, resolve_reference
+from tunesmith.runs import Workspace, open_workspace, resolve_reference
+from tunesmith.train.resume_state import list_checkpoints
 
 FAST = [
     "--batch-size", "4", "--samples", "0", "--report-samples", "1", "--sample-tokens", "4",
@@ -125,12 +126,22 @@ def test_a_killed_cluster_sweep_stops_its_jobs_and_resumes_them(
         [sys.executable, "-m", "tunesmith", *argv], start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    try:  # killed once the first trial's first checkpoint has come back here
-        first = workspace / "runs" / "2" / "checkpoints"
-        wait_for(lambda: list(first.glob("step-*/trainer_state.json")), what="a checkpoint")
-        live = (workspace / "runs" / "2" / ".tunesmith" / "log.txt").read_text()
-        assert "step 2: val loss" in live  # the trial's log streams here while it runs
-        sweep.send_signal(signal.SIGTERM)
+    try:
+        # The first trial's job frozen at its first checkpoint (whatever the machine's speed),
+        # until that checkpoint has come back here; then the sweep is killed.
+        job = wait_for(lambda: _job_of(2), what="the first trial's job")
+        there = ray_cluster.cache / "jobs" / job / "workspace" / "runs" / "1"
+        wait_for(lambda: list_checkpoints(there), interval=0.05, what="a checkpoint there")
+        job_pid = Workspace(there.parent.parent).get(1).pid
+        os.killpg(job_pid, signal.SIGSTOP)
+        try:
+            here = workspace / "runs" / "2"
+            wait_for(lambda: list_checkpoints(here), what="the checkpoint copied here")
+            live = (here / ".tunesmith" / "log.txt").read_text()
+            assert "step 2: val loss" in live  # the trial's log streams here while it runs
+            sweep.send_signal(signal.SIGTERM)
+        finally:
+            os.killpg(job_pid, signal.SIGCONT)
         _, err = sweep.communicate(timeout=120)
     finally:
         if sweep.poll() is None:
@@ -156,6 +167,12 @@ def test_a_killed_cluster_sweep_stops_its_jobs_and_resumes_them(
     assert continued.info["parent"] == resumed.id
     assert max(step for step, _ in after[0]["curve"]) == 100
     assert (ws.run_dir(continued.id) / "model" / "model.safetensors").is_file()
+
+
+def _job_of(run_id: int) -> str | None:
+    """The name of a remote run's job, once it has started."""
+    run = open_workspace().get(run_id)
+    return run.info.get("cluster", {}).get("job") if run else None
 
 
 @pytest.mark.cluster
