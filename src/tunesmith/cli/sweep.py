@@ -65,8 +65,17 @@ def _sweepable() -> dict:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
+    from tunesmith.cluster.connect import require_ray
     from tunesmith.runs import recorded_run, resolve_reference
-    from tunesmith.sweep import SearchSpace, SweepConfig, check_command, state_reference, sweep
+    from tunesmith.sweep import (
+        SearchSpace,
+        SweepConfig,
+        check_cluster,
+        check_command,
+        state_reference,
+        sweep,
+    )
+    from tunesmith.sweep.trials import Trial
 
     config = SweepConfig(**given_options(args, SweepConfig))
     ranges = {k.removeprefix("range_"): v for k, v in vars(args).items() if k.startswith("range_")}
@@ -79,12 +88,16 @@ def run_sweep(args: argparse.Namespace) -> int:
             f"--resume {config.resume} continues with that sweep's ranges and command; "
             "leave them out"
         )
+    if config.resume is not None and config.address is not None:
+        require_ray()
     if config.resume is not None:  # a sweep to resume, before a new run is made
         resolve_reference(state_reference(config.resume), args.workspace, allow_unfinished=True)
     else:
         space = SearchSpace.parse(ranges, _sweepable())
-        space.trials(config.random)  # a grid of ranges fails here, before a run exists
+        trials = space.trials(config.random)  # a grid of ranges fails here, before a run
         command = check_command(command, space)
+        if config.address is not None:  # Ray, and ASHA's first rung, before a run exists
+            check_cluster(config, command, [Trial(i, p) for i, p in enumerate(trials)])
     with recorded_run(
         "sweep",
         {"ranges": ranges, **dataclasses.asdict(config)},

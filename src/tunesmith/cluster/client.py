@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tunesmith.cluster.config import ClusterConfig
 from tunesmith.cluster.connect import ClusterError, require_ray
-from tunesmith.cluster.launch import create_run, log_line, start_job
+from tunesmith.cluster.launch import create_run, log_line, record_job, start_job
 from tunesmith.cluster.session import Remote
 from tunesmith.errors import TunesmithError
 from tunesmith.runs.outputs import scan_outputs
@@ -40,20 +40,16 @@ def submit(
         with sigterm_as_interrupt():
             cluster = start_job(ws, run_id, argv, config, kill_after)
     except BaseException as e:
-        _fail_here(ws, run_id, e)
+        fail_here(ws, run_id, e)
         raise
-    info = dict(ws.get(run_id).info, cluster=cluster)
-    ws.update(run_id, info=info)
-    ws.write_meta(run_id)
-    where = f"{cluster['node']} ({cluster['device']}) on {config.address}"
-    log_line(ws, run_id, f"running on {where}")
+    record_job(ws, run_id, cluster)
     if config.detach:
         print(f"run {run_id} submitted; follow it with `tunesmith logs {run_id} --follow`")
         return 0
     return follow(ws, run_id)
 
 
-def _fail_here(ws: Workspace, run_id: int, error: BaseException) -> None:
+def fail_here(ws: Workspace, run_id: int, error: BaseException) -> None:
     """Record a run as failed (or interrupted) here, with what it holds: its job never
     started, or its cluster is gone."""
     interrupted = isinstance(error, KeyboardInterrupt)
@@ -92,7 +88,7 @@ def follow(ws: Workspace, run_id: int, echo: bool = True) -> int:
         remote.finish(result, "stopped; the job did not record its end in time", echo=echo)
         raise
     except ray.exceptions.RayActorError as e:
-        return remote.finish(None, _actor_death(e), echo=echo)
+        return remote.finish(None, actor_death(e), echo=echo)
     except ray.exceptions.RayError as e:  # the cluster, not the job, is in trouble
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ClusterError(
@@ -114,7 +110,7 @@ def _wait_for_end(remote: Remote, echo: bool) -> dict | None:
     return None
 
 
-def _actor_death(error: BaseException) -> str:
+def actor_death(error: BaseException) -> str:
     """Ray's reason in one line (its messages run over several)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     reason = next((line for line in lines if "killed" in line or "died" in line.lower()), None)
@@ -136,7 +132,7 @@ def sync(ws: Workspace, run_id: int) -> str:
         else:
             remote.pull_finished(settle=1.0)
     except remote.ray.exceptions.RayActorError as e:
-        remote.finish(None, _actor_death(e), echo=False)
+        remote.finish(None, actor_death(e), echo=False)
     return ws.get(run_id).status
 
 
@@ -146,7 +142,7 @@ def stop(ws: Workspace, run_id: int) -> int:
     try:
         remote = Remote(ws, run_id)
     except ClusterError as e:
-        _fail_here(ws, run_id, ClusterError(f"stopped here; {e}"))
+        fail_here(ws, run_id, ClusterError(f"stopped here; {e}"))
         return 1
     if remote.actor is None:
         return remote.finish(None, "the cluster no longer has this run's job", echo=False)
@@ -154,5 +150,5 @@ def stop(ws: Workspace, run_id: int) -> int:
         remote.stop()
         result = _wait_for_end(remote, echo=False)
     except remote.ray.exceptions.RayActorError as e:
-        return remote.finish(None, _actor_death(e), echo=False)
+        return remote.finish(None, actor_death(e), echo=False)
     return remote.finish(result, "stopped; the job did not record its end in time", echo=False)

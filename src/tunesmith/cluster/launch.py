@@ -36,12 +36,21 @@ def job_options(config: ClusterConfig, name: str) -> dict[str, Any]:
     return options
 
 
-def create_run(ws: Workspace, kind: str, argv: list[str], address: str) -> int:
+def create_run(
+    ws: Workspace,
+    kind: str,
+    argv: list[str],
+    address: str,
+    name: str | None = None,
+    parent: int | None = None,
+) -> int:
     """The local record of a remote run; `info.cluster` marks it as running elsewhere, so the
-    dead-process check leaves it alone."""
+    dead-process check leaves it alone. `parent`: the run it is part of (a sweep)."""
     info = {k: v for k, v in environment.collect().items() if k != "host"}
     info["cluster"] = {"address": address}
-    run = ws.create_run(kind, argv, {"argv": argv[1:]}, info)
+    if parent is not None:
+        info["parent"] = parent
+    run = ws.create_run(kind, argv, {"argv": argv[1:]}, info, name=name)
     ws.write_meta(run.id)
     return run.id
 
@@ -54,6 +63,19 @@ def log_line(ws: Workspace, run_id: int, text: str, echo: bool = True) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def record_job(ws: Workspace, run_id: int, cluster: dict[str, Any], echo: bool = True) -> None:
+    """Record where run `run_id`'s job started (`info.cluster`, which `Remote` follows)."""
+    ws.update(run_id, info=dict(ws.get(run_id).info, cluster=cluster))
+    ws.write_meta(run_id)
+    where = f"{cluster['node']} ({cluster['device']}) on {cluster['address']}"
+    log_line(ws, run_id, f"running on {where}", echo=echo)
+
+
+def job_name() -> str:
+    """A new job's actor name, unique on any cluster."""
+    return f"tunesmith-{uuid.uuid4().hex[:12]}"
+
+
 def start_job(
     ws: Workspace, run_id: int, argv: list[str], config: ClusterConfig, kill_after: float
 ) -> dict[str, Any]:
@@ -61,26 +83,46 @@ def start_job(
     `info.cluster` records about it."""
     ray = connect(config.address)
     check_feasible(ray, config.resources(), config.nodes)
-    found = job_inputs.collect(ws, argv)
-    for used_id, ref in found.uses:
-        ws.add_use(run_id, used_id, ref)
-    name = f"tunesmith-{uuid.uuid4().hex[:12]}"
-    started = time.monotonic()
+    found = collect_inputs(ws, run_id, argv)
+    name = job_name()
     actor = ray.remote(RemoteJob).options(**job_options(config, name)).remote(name)
     try:
-        where = ray.get(actor.where.remote())
-        sent = upload_missing(ray, actor, found.shas())
-        numbers = [ray.get(actor.import_run.remote(r)) for r in found.runs]
-        places = [ray.get(actor.place_files.remote(p["dest"], p["files"])) for p in found.paths]
-        command = found.command(numbers, places)
-        for number, record in zip(numbers, found.runs, strict=True):
-            if record.get("renames"):
-                renames = {k: fill(v, numbers, places) for k, v in record["renames"].items()}
-                ray.get(actor.rename_inputs.remote(number, RESUMED_CONFIG, renames))
-        ray.get(actor.start.remote(command, {}, config.nodes, config.resources()))
+        return start_in(ray, actor, name, ws, found, config, kill_after)
     except BaseException:
         ray.kill(actor)  # detached: it would otherwise hold its resources for good
         raise
+
+
+def collect_inputs(ws: Workspace, run_id: int, argv: list[str]) -> job_inputs.Inputs:
+    """The inputs `argv` names, recorded as used by run `run_id`."""
+    found = job_inputs.collect(ws, argv)
+    for used_id, ref in found.uses:
+        ws.add_use(run_id, used_id, ref)
+    return found
+
+
+def start_in(
+    ray: Any,
+    actor: Any,
+    name: str,
+    ws: Workspace,
+    found: job_inputs.Inputs,
+    config: ClusterConfig,
+    kill_after: float,
+) -> dict[str, Any]:
+    """Send the job's actor `name` the inputs its node lacks and start the command; returns
+    what the run's `info.cluster` records about it. The caller kills the actor on failure."""
+    started = time.monotonic()
+    where = ray.get(actor.where.remote())
+    sent = upload_missing(ray, actor, found.shas())
+    numbers = [ray.get(actor.import_run.remote(r)) for r in found.runs]
+    places = [ray.get(actor.place_files.remote(p["dest"], p["files"])) for p in found.paths]
+    command = found.command(numbers, places)
+    for number, record in zip(numbers, found.runs, strict=True):
+        if record.get("renames"):
+            renames = {k: fill(v, numbers, places) for k, v in record["renames"].items()}
+            ray.get(actor.rename_inputs.remote(number, RESUMED_CONFIG, renames))
+    ray.get(actor.start.remote(command, {}, config.nodes, config.resources()))
     names = {f"runs/{n}": f"runs/{r['id']}" for n, r in zip(numbers, found.runs, strict=True)}
     names.update({place: p["local"] for place, p in zip(places, found.paths, strict=True)})
     for n, r in zip(numbers, found.runs, strict=True):

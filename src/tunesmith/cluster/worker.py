@@ -38,7 +38,10 @@ class RemoteJob:
     """A run executing on this node (see the module docstring). Created by the client with
     `ray.remote(RemoteJob).options(name=..., lifetime="detached", num_cpus=..., ...)`."""
 
-    def __init__(self, job_id: str):
+    def __init__(self, job_id: str, gpus: list[str] | None = None):
+        # `gpus`: the devices the job may use when the actor holds none itself (a sweep's trial
+        # holds them in Ray Tune's trainable beside it); None means the actor's own.
+        self.gpus = gpus
         root = cache_root()
         self.store = BlobStore(root / "blobs")
         self.folder = root / "jobs" / job_id
@@ -57,7 +60,7 @@ class RemoteJob:
         """The node and devices this run got."""
         import ray
 
-        gpus = [str(g) for g in ray.get_gpu_ids()]
+        gpus = self.gpus if self.gpus is not None else [str(g) for g in ray.get_gpu_ids()]
         return {
             "node_id": ray.get_runtime_context().get_node_id(),
             "node": socket.gethostname(),
@@ -92,8 +95,12 @@ class RemoteJob:
         return run.id
 
     def rename_inputs(self, run_id: int, name: str, renames: dict[str, str]) -> None:
-        """Name inputs in an imported run's saved config as they are called here."""
-        map_json_file(self.workspace.run_dir(run_id) / safe_relative(name), renames)
+        """Name inputs in an imported run's saved config as they are called here, and seal
+        its outputs again (the job checks an input run's files against their seal)."""
+        folder = self.workspace.run_dir(run_id)
+        map_json_file(folder / safe_relative(name), renames)
+        status = self.workspace.get(run_id).status
+        self.workspace.finish(run_id, scan_outputs(folder), status=status)
 
     def place_files(self, dest: str, files: list[dict[str, Any]]) -> str:
         """Copy a client's file or folder into the job; returns its absolute path here."""
@@ -123,6 +130,8 @@ class RemoteJob:
         self.run_id = (latest.id if latest else 0) + 1
         full_env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
         full_env.update(env, TUNESMITH_HOME=str(self.workspace.root), PYTHONUNBUFFERED="1")
+        if self.gpus is not None:  # exactly the GPUs held for it, which Ray did not set here
+            full_env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
         argv = [sys.executable, "-m", "tunesmith", *argv]
         if nodes > 1:
             argv = [
@@ -220,18 +229,26 @@ class RemoteJob:
     # -- what the client reads -----------------------------------------------------------
 
     def poll(self, index: int, metrics_offset: int) -> dict[str, Any]:
-        """Output chunks from `index`, complete metrics lines from byte `metrics_offset`."""
+        """Output chunks from `index`, complete metrics lines from byte `metrics_offset`, and
+        whether the command had ended before they were read (its output is then complete)."""
+        done = self.exit_code is not None
         with self._lock:
             chunks = self.output[index:]
+        reply = self.metrics(metrics_offset)
+        return {"chunks": chunks, "index": index + len(chunks), **reply, "done": done}
+
+    def metrics(self, offset: int) -> dict[str, Any]:
+        """Complete metrics.jsonl lines from byte `offset`, and whether the command has ended
+        (looked at first: once it says so, the lines read after are the last ones)."""
+        done = self.exit_code is not None
         metrics = b""
         path = self._records() / "metrics.jsonl" if self.run_id else None
         if path is not None and path.exists():
             with open(path, "rb") as f:
-                f.seek(metrics_offset)
+                f.seek(offset)
                 data = f.read()
             metrics = data[: data.rfind(b"\n") + 1]
-        done = self.exit_code is not None
-        return {"chunks": chunks, "index": index + len(chunks), "metrics": metrics, "done": done}
+        return {"metrics": metrics, "done": done}
 
     def listing(self) -> list[dict[str, Any]]:
         """The job's complete files (no hidden temporary folders), with size and mtime."""

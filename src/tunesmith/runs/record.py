@@ -195,19 +195,23 @@ def _tee_output(log_path: Path) -> Iterator[TextIO]:
             log.close()
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
 @contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises Terminated in the main thread, so a run ends as on Ctrl-C (recorded)."""
+def sigterm_as_interrupt() -> Iterator[list[int]]:
+    """SIGTERM raises Terminated in the main thread, so a run ends as on Ctrl-C (recorded).
+    Yields the signals received meanwhile: code that reports a signal as a plain
+    KeyboardInterrupt (Ray's `get`) loses which one it was."""
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+
+    def raise_terminated(signum, frame):
+        received.append(signum)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        yield
+        yield received
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 

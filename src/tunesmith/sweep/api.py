@@ -14,14 +14,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
+from tunesmith.cluster.connect import require_ray
 from tunesmith.errors import UsageError
 from tunesmith.runs import RunHandle, is_run_reference, parse_reference
 from tunesmith.sweep.config import SweepConfig
 from tunesmith.sweep.results import best_trial, write_results
 from tunesmith.sweep.scheduler import LocalScheduler
 from tunesmith.sweep.space import SearchSpace
-from tunesmith.sweep.trials import STATE_FILE, SweepState, Trial
+from tunesmith.sweep.trials import FINISHED, STATE_FILE, SweepState, Trial, first_evaluation
 
+# Settings a resumed sweep takes from its own command, not the sweep it continues.
+MACHINE_SETTINGS = ("parallel", "cluster", "gpus_per_trial", "cpus_per_trial")
 # Set by the sweep for every trial, so a trial command cannot choose them.
 RESERVED = ("--name", "--workspace", "--resume", "--no-run", "--output-dir")
 
@@ -63,12 +66,13 @@ def state_reference(ref: str) -> str:
 
 def resumed_state(config: SweepConfig, run: RunHandle) -> tuple[SweepState, SweepConfig]:
     """The state of the sweep `config.resume` names, and its settings (ours for the machine:
-    --parallel)."""
+    --parallel and where the trials run)."""
     assert config.resume is not None
     path = Path(run.use(state_reference(config.resume), allow_unfinished=True))
     state = SweepState.load(path.parent, config.resume)
     settings = {k: v for k, v in state.settings.items() if k != "trial_prefix"}
-    resumed = SweepConfig(**{**settings, "parallel": config.parallel, "resume": config.resume})
+    settings.update({k: getattr(config, k) for k in (*MACHINE_SETTINGS, "resume")})
+    resumed = SweepConfig(**settings)
     for trial in state.trials:
         if trial.status in ("running", "interrupted"):
             trial.status = "interrupted"
@@ -91,15 +95,16 @@ def sweep(
         assert space is not None
         state = new_state(config, space, command, run)
     state.save(run.dir)
-    kept = sum(t.status in ("succeeded", "stopped", "failed") for t in state.trials)
+    kept = sum(t.status in FINISHED for t in state.trials)
     kept_note = f" ({kept} kept from {config.resume})" if kept else ""
-    print(
-        f"sweep: {len(state.trials)} trials{kept_note}, {config.parallel} at a time, "
-        f"{config.mode} {config.metric}",
-        file=out,
-        flush=True,
-    )
-    scheduler = LocalScheduler(state, config, run.workspace, run.id, run.dir, out)
+    print(f"sweep: {len(state.trials)} trials{kept_note}, {_where(config)}", file=out, flush=True)
+    if config.address is None:
+        scheduler = LocalScheduler(state, config, run.workspace, run.id, run.dir, out)
+    else:  # Ray only on this path: a sweep here never imports it
+        from tunesmith.sweep.tune import TuneScheduler
+
+        grace = check_cluster(config, state.command, state.trials)
+        scheduler = TuneScheduler(state, config, grace, run.workspace, run.id, run.dir, out)
     try:
         scheduler.run()
     finally:
@@ -107,6 +112,29 @@ def sweep(
     best = best_trial(state.trials, config.mode)
     _record(run, state, config, best)
     return SweepResult(state.trials, best, table)
+
+
+def check_cluster(config: SweepConfig, command: list[str], trials: list[Trial]) -> int | None:
+    """Whether a sweep can run on the cluster (Ray is installed; with ASHA, its first rung is
+    known before any trial starts, as Ray Tune's scheduler needs); ASHA's grace in steps."""
+    require_ray()
+    if not config.asha or config.grace is not None:
+        return config.grace
+    grace = first_evaluation(command, trials)
+    if grace is None:
+        raise UsageError(
+            "a cluster sweep's ASHA (Ray Tune's) needs its first rung before trials start: "
+            "give --eval-every N in the finetune command, or --grace N (or --no-asha)"
+        )
+    return grace
+
+
+def _where(config: SweepConfig) -> str:
+    goal = f"{config.mode} {config.metric}"
+    if config.address is None:
+        return f"{config.parallel or 1} at a time, {goal}"
+    limit = f" (at most {config.parallel} at once)" if config.parallel else ""
+    return f"on the Ray cluster at {config.address} through Ray Tune{limit}, {goal}"
 
 
 def _record(run: RunHandle, state: SweepState, config: SweepConfig, best: Trial | None) -> None:

@@ -100,7 +100,8 @@ def _plot_metric(path: Path, trials: list[Trial], metric: str, mode: str) -> Non
             ax.set_xscale("log")
         ax.set_xlabel(name)
         ax.set_ylabel(f"best {metric}")
-        ax.legend(fontsize="small")
+        if ax.get_legend_handles_labels()[0]:  # none before any trial has a value
+            ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -120,7 +121,8 @@ def _plot_curves(path: Path, trials: list[Trial], metric: str) -> None:
             ax.plot([s for s, _ in t.curve], [v for _, v in t.curve], style, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
-    ax.legend(fontsize="x-small")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="x-small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

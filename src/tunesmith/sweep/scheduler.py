@@ -22,7 +22,14 @@ from tunesmith.runs import Workspace
 from tunesmith.runs.record import PARENT_ENV
 from tunesmith.sweep.asha import Asha
 from tunesmith.sweep.config import SweepConfig
-from tunesmith.sweep.trials import FINISHED, SweepState, Trial, read_progress
+from tunesmith.sweep.trials import (
+    FINISHED,
+    SweepState,
+    Trial,
+    has_checkpoint,
+    read_progress,
+    trial_argv,
+)
 
 TRIAL_LOGS = "trials"
 STOP_WAIT_S = 60.0  # a trial writes its last checkpoint when stopped
@@ -48,6 +55,7 @@ class LocalScheduler:
     ):
         self.state, self.config, self.workspace = state, config, workspace
         self.sweep_id, self.folder, self.out = sweep_id, folder, out
+        self.parallel = config.parallel or 1
         self.asha: Asha | None = None
         self.running: list[_Running] = []
         for trial in state.trials:  # resumed: the rungs as the finished trials left them
@@ -61,7 +69,7 @@ class LocalScheduler:
         random.Random(self.config.sweep_seed).shuffle(pending)
         try:
             while pending or self.running:
-                while pending and len(self.running) < self.config.parallel:
+                while pending and len(self.running) < self.parallel:
                     self._start(pending.pop(0))
                 time.sleep(self.config.poll)
                 for item in list(self.running):
@@ -77,16 +85,12 @@ class LocalScheduler:
             raise
 
     def _start(self, trial: Trial) -> None:
-        command = [sys.executable, "-m", "tunesmith", *self.state.command]
-        resumed = self._has_checkpoint(trial)
-        if resumed:  # restart from its checkpoints, with the settings it started with
-            command += ["--resume", f"runs/{trial.run}"]
-        else:  # new, or stopped before its first checkpoint: from the start
-            for name, value in trial.params.items():
-                command += ["--" + name.replace("_", "-"), str(value)]
+        resumed = trial.run is not None and has_checkpoint(self.workspace.run_dir(trial.run))
+        argv = trial_argv(self.state.command, trial, resumed)
+        command = [sys.executable, "-m", "tunesmith", *argv]
         if "--num-threads" not in self.state.command:
             cores = os.cpu_count() or 1
-            command += ["--num-threads", str(max(1, cores // self.config.parallel))]
+            command += ["--num-threads", str(max(1, cores // self.parallel))]
         command += ["--name", self.trial_name(trial), "--workspace", str(self.workspace.root)]
         env = dict(os.environ)
         if self.sweep_id is not None:
@@ -103,16 +107,8 @@ class LocalScheduler:
         again = f" (resumed from runs/{trial.run})" if resumed else ""
         print(f"trial {trial.name} started{again}: {values}", file=self.out, flush=True)
 
-    def _has_checkpoint(self, trial: Trial) -> bool:
-        # finetune's complete checkpoints: `checkpoints/step-N/trainer_state.json` in its run
-        # folder (tunesmith.train.resume_state, which this layer does not import)
-        if trial.run is None:
-            return False
-        folder = self.workspace.run_dir(trial.run) / "checkpoints"
-        return any(folder.glob("step-*/trainer_state.json"))
-
     def trial_name(self, trial: Trial) -> str:
-        return f"{self.state.settings['trial_prefix']}-{trial.name}"
+        return self.state.run_name(trial)
 
     def _look(self, item: _Running) -> None:
         trial = item.trial

@@ -56,6 +56,10 @@ class SweepState:
     command: list[str]
     trials: list[Trial]
 
+    def run_name(self, trial: Trial) -> str:
+        """The name of the trial's runs: `sweepN-tK` (`runs/sweepN-tK` names the newest)."""
+        return f"{self.settings['trial_prefix']}-{trial.name}"
+
     def save(self, folder: Path) -> None:
         path = folder / STATE_FILE
         tmp = path.with_name(f"{STATE_FILE}.{os.getpid()}.tmp")
@@ -75,14 +79,51 @@ class SweepState:
         return cls(**data, trials=trials)
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether a trial's run left a complete checkpoint to resume from: finetune's
+    `checkpoints/step-N/trainer_state.json` (tunesmith.train.resume_state, which this layer
+    does not import)."""
+    return any((run_dir / "checkpoints").glob("step-*/trainer_state.json"))
+
+
+def trial_argv(command: list[str], trial: Trial, resume: bool) -> list[str]:
+    """The trial's `finetune ...` arguments: the sweep's command with the trial's values, or
+    with `resume`, continuing its last run from its checkpoints (with the settings it started
+    with)."""
+    if resume:
+        return [*command, "--resume", f"runs/{trial.run}"]
+    argv = list(command)
+    for name, value in trial.params.items():
+        argv += ["--" + name.replace("_", "-"), str(value)]
+    return argv
+
+
+def first_evaluation(command: list[str], trials: list[Trial]) -> int | None:
+    """The step of the trials' first evaluation, when `--eval-every` fixes it (in the command,
+    or swept: the smallest value); None when they evaluate at epoch ends only."""
+    values = [t.params["eval_every"] for t in trials if t.params.get("eval_every")]
+    for i, arg in enumerate(command):
+        if arg == "--eval-every" and i + 1 < len(command):
+            values.append(command[i + 1])
+        elif arg.startswith("--eval-every="):
+            values.append(arg.partition("=")[2])
+    steps = [int(v) for v in values if str(v).isdigit() and int(v) > 0]
+    return min(steps) if steps else None
+
+
 def read_progress(metrics_path: Path, metric: str) -> tuple[list[tuple[int, float]], int]:
     """(step, value) of each evaluation in a run's metrics.jsonl, and the last step it
     recorded (a line still being written is left for the next look)."""
-    curve, last = [], 0
     try:
         lines = metrics_path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return [], 0
+    return parse_progress(lines, metric)
+
+
+def parse_progress(lines: list[str], metric: str) -> tuple[list[tuple[int, float]], int]:
+    """`read_progress` of metrics.jsonl lines."""
+    curve, last = [], 0
     for line in lines:
         try:
             record = json.loads(line)
