@@ -210,13 +210,10 @@ def test_a_cluster_sweep_without_ray_says_how_to_install_it(workspace, monkeypat
     assert open_workspace().list_runs() == []
 
 
-def test_a_cluster_sweep_with_asha_needs_its_first_rung(workspace, capsys):
-    argv = ["sweep", "--lr", "1e-3,3e-3", "--cluster", "127.0.0.1:6379", "--"]
-    assert main([*argv, "finetune", "--data", "x"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "--eval-every N" in err and "--grace N" in err and len(err.splitlines()) == 1
-    assert open_workspace().list_runs() == []
-    # a swept --eval-every gives it (its smallest value), before anything connects
+def test_a_cluster_sweeps_first_rung_comes_from_the_command():
+    # Ray Tune's ASHA needs its first rung before any trial starts: --grace, else the
+    # command's (smallest swept) --eval-every, else step 1 (each evaluation then counts at the
+    # highest rung it has passed)
     from tunesmith.sweep import SweepConfig, check_cluster
     from tunesmith.sweep.trials import Trial
 
@@ -224,6 +221,9 @@ def test_a_cluster_sweep_with_asha_needs_its_first_rung(workspace, capsys):
     config = SweepConfig(cluster="127.0.0.1:6379")
     assert check_cluster(config, ["finetune", "--eval-every=9"], trials) == 4
     assert check_cluster(config, ["finetune", "--eval-every", "9"], trials[:0]) == 9
+    assert check_cluster(config, ["finetune", "--data", "x"], trials[:0]) == 1
+    assert check_cluster(SweepConfig(cluster="x:1", grace=5), ["finetune"], trials[:0]) == 5
+    assert check_cluster(SweepConfig(cluster="x:1", asha=False), ["finetune"], trials[:0]) is None
 
 
 def test_a_sweep_here_does_not_import_ray():

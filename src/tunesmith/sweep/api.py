@@ -115,18 +115,15 @@ def sweep(
 
 
 def check_cluster(config: SweepConfig, command: list[str], trials: list[Trial]) -> int | None:
-    """Whether a sweep can run on the cluster (Ray is installed; with ASHA, its first rung is
-    known before any trial starts, as Ray Tune's scheduler needs); ASHA's grace in steps."""
+    """Whether a sweep can run on the cluster (Ray is installed); ASHA's grace in steps, which
+    Ray Tune's scheduler needs before any trial starts: --grace, else the first evaluation
+    when the command fixes it (--eval-every), else 1. Tune's ASHA counts an evaluation at the
+    highest rung it has passed (rungs at grace, grace*eta, ...), so rungs from step 1 on work
+    with evaluations at each epoch's end, whose step is known only once a trial has its data."""
     require_ray()
     if not config.asha or config.grace is not None:
         return config.grace
-    grace = first_evaluation(command, trials)
-    if grace is None:
-        raise UsageError(
-            "a cluster sweep's ASHA (Ray Tune's) needs its first rung before trials start: "
-            "give --eval-every N in the finetune command, or --grace N (or --no-asha)"
-        )
-    return grace
+    return first_evaluation(command, trials) or 1
 
 
 def _where(config: SweepConfig) -> str:
