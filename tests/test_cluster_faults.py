@@ -94,6 +94,24 @@ def test_ctrl_c_on_an_attached_run_stops_the_remote_job(ray_cluster, workspace):
         ray.get_actor(name, namespace="tunesmith")
 
 
+def test_ctrl_c_before_the_client_follows_the_job_still_stops_it(
+    ray_cluster, workspace, monkeypatch
+):
+    # Ctrl-C landing after the job started, before `follow` took charge of it (a window the
+    # test above hits now and then on a loaded machine): made certain here.
+    from tunesmith.cluster import client
+
+    def interrupted(ws, run_id, echo=True):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(client, "follow", interrupted)
+    assert main(["run", "--cluster", ray_cluster.address, "--", "sleep 120"]) == 130
+    run = open_workspace().get(1)
+    assert run.status == "interrupted" and run.exit_code == 143
+    with pytest.raises(ValueError):  # the job is gone from the cluster
+        ray.get_actor(run.info["cluster"]["job"], namespace="tunesmith")
+
+
 def test_a_killed_client_leaves_the_job_running_and_sync_picks_it_up(ray_cluster, workspace):
     proc = start_tunesmith("run", "--cluster", ray_cluster.address, "--", "sleep 4; echo fin > f")
     _job()

@@ -36,17 +36,30 @@ def submit(
     ws = open_workspace(workspace)
     run_id = create_run(ws, kind, ["tunesmith", *argv], config.address)
     log_line(ws, run_id, f"run {run_id}")
+    cluster = None
     try:
         with sigterm_as_interrupt():
             cluster = start_job(ws, run_id, argv, config, kill_after)
+            record_job(ws, run_id, cluster)
+            if config.detach:
+                print(f"run {run_id} submitted; follow it with `tunesmith logs {run_id} --follow`")
+                return 0
+            return follow(ws, run_id)
     except BaseException as e:
-        fail_here(ws, run_id, e)
+        if cluster is None:  # the job never started (start_job removes what it began)
+            fail_here(ws, run_id, e)
+        elif isinstance(e, KeyboardInterrupt) and ws.get(run_id).status == "running":
+            _stop_before_following(ws, run_id, cluster)
         raise
-    record_job(ws, run_id, cluster)
-    if config.detach:
-        print(f"run {run_id} submitted; follow it with `tunesmith logs {run_id} --follow`")
-        return 0
-    return follow(ws, run_id)
+
+
+def _stop_before_following(ws: Workspace, run_id: int, cluster: dict) -> None:
+    """Ctrl-C (or SIGTERM) that landed after the job started but before `follow` took charge
+    of it: stop the job and record its end, as `follow` does."""
+    if not ws.get(run_id).info.get("cluster", {}).get("job"):
+        record_job(ws, run_id, cluster, echo=False)
+    print(f"stopping run {run_id} on the cluster…", file=sys.stderr, flush=True)
+    stop(ws, run_id)
 
 
 def fail_here(ws: Workspace, run_id: int, error: BaseException) -> None:
