@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from tunesmith.devices import physical_cores, precision_name, use_bf16_autocast
+from tunesmith.devices import cpu_has_bf16, physical_cores, precision_name, use_bf16_autocast
 from tunesmith.model import GPT2, GPT2Config
 from tunesmith.tokenizer import GPT2Tokenizer
 from tunesmith.train.api import _optimizer, _set_dropout
@@ -36,6 +36,7 @@ from tunesmith.train.lora import apply_lora
 ROOT = Path(__file__).resolve().parents[1]
 SEED_CSV = ROOT.parent / "shared" / "data" / "onelinefun.csv"
 SEED_EPOCHS = 10
+AUTO = " (= auto)"  # marks the setups --precision auto picks
 
 
 def load_tokenizer(folder: str | None) -> GPT2Tokenizer:
@@ -126,7 +127,9 @@ def tunesmith_setup(
         opt.zero_grad(set_to_none=True)
 
     kind = "LoRA" if lora else "full"
-    precision = "auto: " + precision_name(amp) if bf16 is None else precision_name(amp)
+    precision = precision_name(amp)
+    if amp == use_bf16_autocast("auto", device):
+        precision += AUTO  # what --precision auto picks on this device
     compiled = ", --compile" if compile_ else ""
     return Setup(f"tunesmith {kind}{_drop(dropout)}, {precision}{compiled}", step)
 
@@ -203,17 +206,18 @@ def main() -> int:
 
 def step_benchmark(args, device, plan_a, plan_b) -> dict[str, dict[str, float]]:
     results = {}
-    auto = use_bf16_autocast("auto", device)
+    native = device.type == "cuda" or cpu_has_bf16()
     for label, plan, rounds in (("(b)", plan_b, args.rounds_b), ("(a)", plan_a, args.rounds_a)):
         if label == "(a)" and args.skip_a:
             continue
         batches = [plan.collate(ix) for ix in plan.epoch(0)[: rounds + 1]]
-        setups = [hf_setup(device), tunesmith_setup(device, lora=False, dropout=None)]
-        if auto:  # the like-for-like row beside auto's bf16
-            setups.append(tunesmith_setup(device, lora=False, dropout=None, bf16=False))
+        setups = [hf_setup(device)]
+        for lora in (False, True):  # bf16 autocast where the device has it, and fp32
+            if native:
+                setups.append(tunesmith_setup(device, lora=lora, dropout=None, bf16=True))
+            setups.append(tunesmith_setup(device, lora=lora, dropout=None, bf16=False))
         for d in args.dropout:
             setups.append(tunesmith_setup(device, lora=False, dropout=d))
-        setups.append(tunesmith_setup(device, lora=True, dropout=None))
         shape = "2 x 1,024-token blocks" if label == "(a)" else f"{args.batch_b} jokes/batch"
         print(f"{label} {shape}: {rounds} timed steps per setup", flush=True)
         measure(setups, batches, rounds)
@@ -227,8 +231,8 @@ def report(results, args, epoch_tokens_b: int, blocks_tokens: int) -> None:
     print()
     for label, res in results.items():
         hf = res["transformers"]
-        full = next(v for k, v in res.items() if k.startswith("tunesmith full, auto"))
-        lora = next(v for k, v in res.items() if k.startswith("tunesmith LoRA, auto"))
+        full = next(v for k, v in res.items() if k.startswith("tunesmith full") and AUTO in k)
+        lora = next(v for k, v in res.items() if k.startswith("tunesmith LoRA") and AUTO in k)
         print(f"{label}")
         for name, v in res.items():
             print(f"  {name:44s} {v:9,.0f} tokens/s  {v / hf:5.2f}x transformers")

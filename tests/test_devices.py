@@ -1,5 +1,7 @@
 """The device/precision policy: which device, dtype, autocast and thread count a run gets."""
 
+import json
+
 import pytest
 import torch
 
@@ -40,6 +42,40 @@ def test_training_autocast_policy(monkeypatch):
         devices.use_bf16_autocast("bf16", cpu)
     monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
     assert devices.use_bf16_autocast("bf16", cpu)
+    # auto on a native-bf16 CPU: bf16 only where it also trains faster there
+    monkeypatch.setattr(devices, "cpu_trains_faster_in_bf16", lambda: True)
+    assert devices.use_bf16_autocast("auto", cpu)
+    monkeypatch.setattr(devices, "cpu_trains_faster_in_bf16", lambda: False)
+    assert not devices.use_bf16_autocast("auto", cpu)
+    assert devices.use_bf16_autocast("bf16", cpu)  # asked for: given, slower or not
+
+
+def test_the_bf16_speed_probe_is_measured_once_and_remembered(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(devices, "_bf16_probe", {})
+    speedups = iter([1.7])
+    monkeypatch.setattr(devices, "_bf16_speedup", lambda: next(speedups))
+    assert devices.cpu_trains_faster_in_bf16()
+    saved = json.loads((tmp_path / "tunesmith" / devices.BF16_PROBE_FILE).read_text())
+    assert list(saved.values()) == [True] and torch.__version__ in next(iter(saved))
+    # a new process reads the answer (a second measurement would raise StopIteration)
+    monkeypatch.setattr(devices, "_bf16_probe", {})
+    assert devices.cpu_trains_faster_in_bf16()
+    # a slower bf16 (or one too little faster to give up fp32's exact numbers) means fp32
+    (tmp_path / "tunesmith" / devices.BF16_PROBE_FILE).write_text("not json")
+    monkeypatch.setattr(devices, "_bf16_probe", {})
+    monkeypatch.setattr(devices, "_bf16_speedup", lambda: 1.1)
+    assert not devices.cpu_trains_faster_in_bf16()
+    # an unwritable cache folder: still an answer
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/no-such-place")
+    monkeypatch.setattr(devices, "_bf16_probe", {})
+    monkeypatch.setattr(devices, "_bf16_speedup", lambda: 0.6)
+    assert not devices.cpu_trains_faster_in_bf16()
+
+
+def test_the_bf16_speed_probe_measures_this_cpu():
+    speedup = devices._bf16_speedup(rounds=1)
+    assert 0 < speedup < float("inf")
 
 
 def test_training_threads_share_the_physical_cores(monkeypatch):

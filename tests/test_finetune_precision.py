@@ -36,6 +36,7 @@ def test_auto_trains_in_bf16_where_native_and_matches_fp32(
 ):
     # Without native bf16 this CPU would pick fp32; force the bf16 path so the test checks it.
     monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(devices, "cpu_trains_faster_in_bf16", lambda: True)
     autocasts = []
     real_autocast = torch.autocast
 
@@ -68,4 +69,7 @@ def test_auto_is_fp32_without_native_bf16(monkeypatch):
     monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
     assert not devices.use_bf16_autocast("auto", torch.device("cpu"))
     monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(devices, "cpu_trains_faster_in_bf16", lambda: True)
     assert devices.use_bf16_autocast("auto", torch.device("cpu"))
+    monkeypatch.setattr(devices, "cpu_trains_faster_in_bf16", lambda: False)
+    assert not devices.use_bf16_autocast("auto", torch.device("cpu"))
