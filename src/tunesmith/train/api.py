@@ -14,6 +14,7 @@ from tunesmith.checkpoint import load_checkpoint, save_checkpoint
 from tunesmith.devices import (
     precision_name,
     resolve_device,
+    resolve_dtype,
     set_training_threads,
     use_bf16_autocast,
 )
@@ -214,10 +215,14 @@ def _finish(
     run, config, model, tokenizer, train_texts, state, val_after, autocast
 ) -> FinetuneResult:
     model.eval()
+    weights = resume_state.final_weights(run.dir, state.step)  # the last checkpoint's file
+    model_dir = save_model(run.dir, model, tokenizer, config, weights)
     lens = [len(ids) for ids in tokenizer.encode_batch(train_texts)]
-    # The report's samples decode together, in the precision training ran in.
-    amp = torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=autocast)
-    with torch.random.fork_rng(devices=[]), amp:
+    # The report's samples decode together, as `tunesmith generate` would: in the dtype it
+    # picks here (bf16 reads half the bytes on a CPU with native bf16, even where bf16 trains
+    # slower than fp32). The weights are saved above, so the model can change its dtype.
+    model.to(resolve_dtype("auto", model.device))
+    with torch.random.fork_rng(devices=[]):
         ids = sample_ids(
             model, tokenizer.eos_id, config.report_samples, config.sample_tokens, config.seed
         )
@@ -230,8 +235,6 @@ def _finish(
         perplexity(state.val_before),
         perplexity(val_after),
     )
-    weights = resume_state.final_weights(run.dir, state.step)  # the last checkpoint's file
-    model_dir = save_model(run.dir, model, tokenizer, config, weights)
     plot_losses(state.history, Path(run.dir) / "loss.png")
     write_text_atomically(Path(run.dir) / "report.txt", report + "\n")
     metrics = {
@@ -282,7 +285,7 @@ def save_model(
             lora.save_adapter(model, tmp / ADAPTER_DIR, adapter)
             lora.unwrap_lora(model)
         generation = {"do_sample": True, "top_p": 0.95}
-        save_checkpoint(model.to("cpu"), tokenizer, tmp, generation, weights_file=weights)
+        save_checkpoint(model, tokenizer, tmp, generation, weights_file=weights)
         config.save(tmp)
 
     try:
