@@ -8,6 +8,7 @@ import _thread
 import http.client
 import importlib
 import json
+import signal
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -503,17 +504,26 @@ def test_ctrl_c_answers_the_requests_in_flight_with_503(generator):
 
     def wait_then_interrupt(server: CompletionServer) -> None:
         gated.hold()
-        with ThreadPoolExecutor(1) as pool:
-            waiting = pool.submit(raw, server, "POST", "/v1/completions", {"prompt": "x"})
-            assert gated.entered.wait(30)
-            _thread.interrupt_main()  # what a Ctrl-C does
-            answers.append(waiting.result())
-        gated.gate.set()
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                waiting = pool.submit(raw, server, "POST", "/v1/completions", {"prompt": "x"})
+                assert gated.entered.wait(30)
+                _thread.interrupt_main()  # what a Ctrl-C does
+                answers.append(waiting.result())
+        finally:
+            gated.gate.set()
+            if not answers:
+                server.stop()  # the test fails below instead of serving forever
 
     def on_ready(server: CompletionServer) -> None:
         threading.Thread(target=wait_then_interrupt, args=(server,)).start()
 
-    totals = tunesmith.serve(gated, ServerConfig(port=0), MODEL, on_ready=on_ready)
+    # Ctrl-C as Python handles it, whatever SIGINT handler earlier tests in this process left.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        totals = tunesmith.serve(gated, ServerConfig(port=0), MODEL, on_ready=on_ready)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     ((status, body),) = answers
     assert status == 503 and "shutting down" in body["error"]["message"]
     assert totals["requests"] == 1 and totals["errors"] == 1
