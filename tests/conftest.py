@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 from pathlib import Path
 
@@ -127,6 +128,16 @@ def seed_csv() -> Path:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_handled():
+    """Tests send Ctrl-C (SIGINT) to this process and to the tunesmith processes they start:
+    give both Python's own handling even when the suite runs as a background job of a
+    non-interactive shell, which starts with SIGINT ignored and passes that on to children."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")
