@@ -70,15 +70,20 @@ def precision_name(autocast: bool) -> str:
 
 def cpu_has_bf16() -> bool:
     """AVX512-BF16 or AMX, read from /proc/cpuinfo (Linux); False where it can't be read."""
+    flags = set((_cpuinfo("flags") or "").split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def _cpuinfo(field: str) -> str | None:
+    """The first `field` line of /proc/cpuinfo (Linux), or None where it can't be read."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return False
+    return None
 
 
 BF16_PROBE_FILE = "cpu-precision.json"
@@ -130,14 +135,7 @@ def _bf16_speedup(rounds: int = 4) -> float:
 
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def _cache_dir() -> Path:
