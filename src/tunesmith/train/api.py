@@ -138,7 +138,7 @@ def _finetune(config, run, info, device, train_texts, val_texts, log) -> Finetun
     val_after = _final_val_loss(state, config.early_stop)
     if not info.is_main:
         return FinetuneResult(None, state.step, state.val_before, val_after, "", {})
-    return _finish(run, config, model, tokenizer, train_texts, state, val_after, autocast)
+    return _finish(run, config, model, tokenizer, train_texts, state, val_after)
 
 
 def _load_model(source: str | None, config: FinetuneConfig):
@@ -211,9 +211,7 @@ def _final_val_loss(state: TrainState, early_stop: int | None) -> float | None:
     )
 
 
-def _finish(
-    run, config, model, tokenizer, train_texts, state, val_after, autocast
-) -> FinetuneResult:
+def _finish(run, config, model, tokenizer, train_texts, state, val_after) -> FinetuneResult:
     model.eval()
     weights = resume_state.final_weights(run.dir, state.step)  # the last checkpoint's file
     model_dir = save_model(run.dir, model, tokenizer, config, weights)
