@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tunesmith.errors import CheckpointError, ContextLengthError, UsageError
+from tunesmith.linear import Linear
 
 IGNORE_INDEX = -100  # target of positions that carry no loss (padding), as in PyTorch
 
@@ -141,8 +142,8 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPT2Config, layer_idx: int):
         super().__init__()
         self.n_head = config.n_head
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd)
+        self.c_proj = Linear(config.n_embd, config.n_embd)
         self.attn_dropout = config.attn_pdrop
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
         self.layer_idx = layer_idx
@@ -180,8 +181,8 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: GPT2Config):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, config.mlp_width)
-        self.c_proj = nn.Linear(config.mlp_width, config.n_embd)
+        self.c_fc = Linear(config.n_embd, config.mlp_width)
+        self.c_proj = Linear(config.mlp_width, config.n_embd)
         self.act = ACTIVATIONS[config.activation_function]
         self.dropout = nn.Dropout(config.resid_pdrop)
 
@@ -242,7 +243,7 @@ class GPT2(nn.Module):
         self.config = config
         with contextlib.nullcontext() if init_weights else _layers_uninitialised():
             self.transformer = Transformer(config)
-            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+            self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
         self.gradient_checkpointing = False
         if not init_weights:

@@ -6,6 +6,8 @@ seed, never on which other samples share its batch (the server batches requests 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -38,15 +40,43 @@ def sample(
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
     vocab = logits.shape[-1]
     order = None  # candidate token ids, best first, when not the whole vocabulary
     if 0 < top_k < vocab:
         logits, order = torch.topk(logits, top_k, dim=-1)
+    if logits.device.type != "cpu":
+        return _sample_rows(logits, generators, vocab, top_p, order)
+    # Row by row on the CPU: a row's 50k numbers stay in the core's cache through the passes
+    # below, where the whole batch's would not (about 1.3x faster at 12 rows).
+    picks = [
+        _sample_rows(
+            logits[i : i + 1],
+            generators[i : i + 1],
+            vocab,
+            top_p,
+            None if order is None else order[i : i + 1],
+        )
+        for i in range(len(generators))
+    ]
+    return torch.cat(picks)
+
+
+def _sample_rows(
+    logits: torch.Tensor,
+    generators: list[torch.Generator],
+    vocab: int,
+    top_p: float,
+    order: torch.Tensor | None,
+) -> torch.Tensor:
+    """sample() after temperature and top-k: top-p, then one Gumbel-max draw per row."""
     if top_p < 1.0:
-        probs = (logits - logits.logsumexp(dim=-1, keepdim=True)).exp()
+        log_probs = logits.log_softmax(dim=-1)
+        probs = log_probs.exp()
         if order is None:
-            outside = probs < _nucleus_threshold(probs, top_p)
+            outside = probs < _nucleus_threshold(probs, top_p, log_probs)
         else:
             # Candidates are sorted: the nucleus is the fewest first ones reaching top_p.
             kept = ((probs.cumsum(dim=-1) - probs) < top_p).sum(dim=-1, keepdim=True)
@@ -69,24 +99,32 @@ def sample(
     return order.gather(-1, picks[:, None]).squeeze(-1)
 
 
-def _nucleus_threshold(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+def _nucleus_threshold(
+    probs: torch.Tensor, top_p: float, log_probs: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B, 1): the probability t of the last token in the nucleus (the fewest most likely
     tokens holding top_p of the mass), so that the nucleus is the tokens with probability >= t.
 
     Without sorting the vocabulary: the log-probabilities are binned (HISTOGRAM_BINS, evenly
     spaced), the bin where the mass from the top reaches top_p is found from per-bin sums, and
-    only that bin's few tokens are sorted.
+    only that bin's few tokens are sorted. Row by row: a row's 50k numbers stay in the core's
+    cache through the dozen passes, where the batch's (B, 50k) as a whole would not.
     """
     if probs.device.type != "cpu":  # a GPU sorts 50k numbers in microseconds
         ranked = probs.sort(dim=-1, descending=True).values
         kept = ((ranked.cumsum(dim=-1) - ranked) < top_p).sum(dim=-1, keepdim=True)
         return ranked.gather(-1, kept.clamp(min=1) - 1)
-    return torch.stack([_row_threshold(row, top_p) for row in probs])[:, None]
+    tiny = torch.finfo(probs.dtype).tiny
+    if log_probs is None:
+        log_probs = probs.clamp(min=tiny).log()
+    else:  # a token ruled out (-inf) joins the least likely bin, as a tiny probability would
+        log_probs = log_probs.clamp(min=math.log(tiny))
+    rows = [_row_threshold(p, lp, top_p) for p, lp in zip(probs, log_probs, strict=True)]
+    return torch.stack(rows)[:, None]
 
 
-def _row_threshold(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    log_probs = probs.clamp(min=torch.finfo(probs.dtype).tiny).log()
-    low, high = log_probs.min(), log_probs.max()
+def _row_threshold(probs: torch.Tensor, log_probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    low, high = log_probs.aminmax()
     # Bin 0 holds the least likely tokens; the arithmetic is monotone, which is all it needs.
     scale = HISTOGRAM_BINS / max(float(high - low), 1e-30)
     bins = ((log_probs - low) * scale).long().clamp_(0, HISTOGRAM_BINS - 1)
