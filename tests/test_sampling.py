@@ -44,6 +44,24 @@ def test_top_p_on_a_flat_distribution():
     assert len(freq) > 1024  # but far into it
 
 
+def test_top_p_draws_follow_the_renormalised_nucleus():
+    freq = frequencies(LOGITS, top_p=0.7, draws=4000)
+    assert set(freq) == {0, 1}
+    assert abs(freq[0] - PROBS[0] / PROBS[:2].sum()) < 0.03
+
+
+def test_a_nucleus_draws_rarely_land_in_is_drawn_from_directly():
+    # top-p 0.01 of a flat vocabulary: a draw from the whole of it lands in the nucleus about
+    # once in a hundred, so after DRAWS_BEFORE_THRESHOLD misses the nucleus is found instead.
+    vocab = 4096
+    logits = -torch.arange(vocab, dtype=torch.float32)[None] * 1e-5
+    probs = logits.softmax(-1)[0]
+    nucleus = int(((probs.cumsum(0) - probs) < 0.01).sum())
+    freq = frequencies(logits, top_p=0.01, draws=500)
+    assert max(freq) < nucleus
+    assert len(freq) > nucleus // 2
+
+
 @pytest.mark.parametrize("scale", [0.1, 1.0, 4.0, 20.0])
 @pytest.mark.parametrize("top_p", [0.3, 0.9, 0.99])
 def test_nucleus_threshold_equals_the_sorted_definition(scale, top_p):
