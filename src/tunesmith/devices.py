@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 
 from tunesmith.errors import UsageError
 from tunesmith.files import write_text_atomically
+from tunesmith.host import cache_dir, cpu_model, cpuinfo
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -70,20 +70,8 @@ def precision_name(autocast: bool) -> str:
 
 def cpu_has_bf16() -> bool:
     """AVX512-BF16 or AMX, read from /proc/cpuinfo (Linux); False where it can't be read."""
-    flags = set((_cpuinfo("flags") or "").split())
+    flags = set((cpuinfo("flags") or "").split())
     return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def _cpuinfo(field: str) -> str | None:
-    """The first `field` line of /proc/cpuinfo (Linux), or None where it can't be read."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(field):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 BF16_PROBE_FILE = "cpu-precision.json"
@@ -97,10 +85,10 @@ def cpu_trains_faster_in_bf16() -> bool:
     trained the 124M shape 1.7x faster than fp32, on an Intel Xeon with AVX512-BF16 but no
     AMX 0.6x as fast. So it is measured, once per CPU model and torch version (a fraction of a
     second), and remembered in the user's cache folder."""
-    key = f"{_cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    key = f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
     if key in _bf16_probe:
         return _bf16_probe[key]
-    path = _cache_dir() / BF16_PROBE_FILE
+    path = cache_dir() / BF16_PROBE_FILE
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -132,15 +120,6 @@ def _bf16_speedup(rounds: int = 4) -> float:
             if round_:  # the first round warms up both
                 best[bf16] = min(best[bf16], time.perf_counter() - start)
     return best[False] / best[True]
-
-
-def _cpu_model() -> str:
-    return _cpuinfo("model name") or platform.processor() or platform.machine()
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tunesmith"
 
 
 def use_all_cores() -> None:

@@ -1,4 +1,7 @@
-"""The model's linear layer: nn.Linear, with one kernel choice for float32 on the CPU.
+"""The model's linear layer: nn.Linear, with two kernel choices on the CPU.
+
+One sequence's bfloat16 product (batch-1 decoding) runs in tunesmith.gemv, which streams the
+weights about twice as fast as PyTorch's bfloat16 kernel where it is built.
 
 Decoding a batch multiplies a few rows (one per sequence) by each weight. For 8 to a few
 hundred rows PyTorch's float32 CPU path for x·Wᵀ runs up to 2x slower than the same product
@@ -14,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tunesmith import gemv
+
 TRANSPOSED_PRODUCT_ROWS = range(8, 257)  # float32 CPU row counts where (W·xᵀ)ᵀ is faster
 
 
@@ -21,6 +26,8 @@ class Linear(nn.Linear):
     """nn.Linear (same parameters, same state dict), faster for small float32 CPU batches."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _one_bf16_row(x, self.weight):
+            return gemv.gemv_bf16(x, self.weight, self.bias)
         rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
         if not _transposed_product_pays(x, rows):
             return F.linear(x, self.weight, self.bias)
@@ -30,6 +37,15 @@ class Linear(nn.Linear):
         else:
             y = torch.addmm(self.bias[:, None], self.weight, flat)
         return y.t().reshape(*x.shape[:-1], self.out_features)  # (out, rows) -> (..., out)
+
+
+def _one_bf16_row(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (
+        x.dtype == weight.dtype == torch.bfloat16
+        and weight.is_contiguous()
+        and not torch.is_grad_enabled()
+        and gemv.applies(x)
+    )
 
 
 def _transposed_product_pays(x: torch.Tensor, rows: int) -> bool:

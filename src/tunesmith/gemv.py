@@ -1,0 +1,137 @@
+"""Batch-1 matrix-vector products on the CPU from gemv.c, for bfloat16 and int8 weights.
+
+Decoding one sequence multiplies every weight by one vector, so a step is as fast as the
+weights stream from memory. On a 2-core AVX-512 Xeon PyTorch's bfloat16 and int8 kernels
+stream GPT-2 124M's weights at 13 and 11 GB/s, where float32 reaches 28 GB/s: they are bound
+by converting, not by memory. gemv.c converts in registers, keeps eight row sums in flight and
+prefetches ahead: 28 GB/s for int8 (`benchmarks/generate.py`).
+
+The library is compiled once per machine with the system's C compiler (`cc -O3 -march=native
+-fopenmp`, well under a second) into the user's cache folder and loaded with ctypes. It is
+used only where its AVX-512 loops were compiled in; without a compiler, on other CPUs, or with
+TUNESMITH_CPU_KERNELS=0, everything stays on PyTorch's kernels. Its OpenMP threads are
+PyTorch's own (the process's libgomp), as many as torch.get_num_threads().
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+
+from tunesmith.files import write_atomically
+from tunesmith.host import cache_dir, cpuinfo
+
+SOURCE = Path(__file__).with_name("gemv.c")
+DISABLE_ENV = "TUNESMITH_CPU_KERNELS"  # "0": PyTorch's kernels only
+COMPILE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
+COMPILE_TIMEOUT_S = 60
+
+
+def enabled() -> bool:
+    """Whether the library is built and in use (TUNESMITH_CPU_KERNELS is read once)."""
+    return _library() is not None
+
+
+ACTIVATION_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def applies(x: torch.Tensor) -> bool:
+    """Whether x is one CPU row (batch-1 decoding) and the library is here to take it."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in ACTIVATION_DTYPES
+        and x.numel() == x.shape[-1]
+        and enabled()
+    )
+
+
+def gemv_bf16(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x (..., K), one row, times weight (N, K) in bfloat16, plus bias: (..., N) in x's dtype."""
+    N, K = weight.shape
+    assert weight.dtype == torch.bfloat16 and weight.is_contiguous() and x.numel() == K
+    x, bias, y = _operands(x, bias, N)
+    _library().tunesmith_gemv_bf16(
+        x.data_ptr(), weight.data_ptr(), _ptr(bias), y.data_ptr(), N, K,
+        torch.get_num_threads(), x.dtype == torch.bfloat16,
+    )  # fmt: skip
+    return y
+
+
+def gemv_int8(
+    x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """x (..., K), one row, times weight (N, K) in int8 with a scale per row, plus bias."""
+    N, K = weight.shape
+    assert weight.dtype == torch.int8 and weight.is_contiguous() and x.numel() == K
+    x, bias, y = _operands(x, bias, N)
+    scale = scale.to(x.dtype).contiguous()
+    _library().tunesmith_gemv_int8(
+        x.data_ptr(), weight.data_ptr(), scale.data_ptr(), _ptr(bias), y.data_ptr(), N, K,
+        torch.get_num_threads(), x.dtype == torch.bfloat16,
+    )  # fmt: skip
+    return y
+
+
+def _operands(x: torch.Tensor, bias: torch.Tensor | None, N: int):
+    """x and bias contiguous in x's dtype, and y to fill."""
+    y = torch.empty(*x.shape[:-1], N, dtype=x.dtype)
+    if bias is not None and (bias.dtype != x.dtype or not bias.is_contiguous()):
+        bias = bias.to(x.dtype).contiguous()
+    return x.contiguous(), bias, y
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    """The compiled library (built on first use), or None where it can't be or shouldn't be."""
+    if platform.system() != "Linux" or os.environ.get(DISABLE_ENV, "1") == "0":
+        return None
+    try:
+        lib = ctypes.CDLL(str(_built()))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not lib.tunesmith_gemv_simd():
+        return None  # the portable loops compiled, but PyTorch's kernels beat them
+    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+    c_int = ctypes.c_int
+    lib.tunesmith_gemv_bf16.argtypes = [ptr, ptr, ptr, ptr, i64, i64, c_int, c_int]
+    lib.tunesmith_gemv_int8.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, c_int, c_int]
+    return lib
+
+
+def _built() -> Path:
+    """The library for this source, compiler and CPU, compiled into the cache if not there."""
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        raise OSError("no C compiler")
+    key = hashlib.sha256()
+    key.update(SOURCE.read_bytes())
+    key.update(" ".join(COMPILE_FLAGS).encode())
+    key.update(compiler.encode())
+    key.update((cpuinfo("model name") or "").encode() + (cpuinfo("flags") or "").encode())
+    path = cache_dir() / "kernels" / f"gemv-{key.hexdigest()[:16]}.so"
+    if not path.exists():
+        # Built under a temporary name and renamed: processes building at once each get a
+        # whole library, never a half-written one.
+        write_atomically(path, lambda tmp: _compile(compiler, tmp))
+    return path
+
+
+def _compile(compiler: str, out: Path) -> None:
+    subprocess.run(
+        [compiler, *COMPILE_FLAGS, str(SOURCE), "-o", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=COMPILE_TIMEOUT_S,
+    )

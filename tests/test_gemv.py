@@ -1,0 +1,111 @@
+"""The batch-1 CPU kernels (gemv.c): the numbers of PyTorch's products, and a clean fallback."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tunesmith import gemv
+from tunesmith.model import GPT2, GPT2Config
+from tunesmith.quantize import quantize_model
+
+needs_kernels = pytest.mark.skipif(
+    not gemv.enabled(), reason="no C compiler or no AVX-512 here: PyTorch's kernels run instead"
+)
+
+
+@pytest.fixture
+def fresh_library(monkeypatch, tmp_path):
+    """gemv's library looked up afresh, built into an empty cache (and forgotten after)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    gemv._library.cache_clear()
+    yield tmp_path
+    gemv._library.cache_clear()
+
+
+SHAPES = [(2304, 768), (8, 16), (13, 40), (50, 3072)]  # N % 8 and K % 16 both exercised
+
+
+@needs_kernels
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("activations", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("N, K", SHAPES)
+def test_bf16_weights_match_pytorch(N, K, activations, threads, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    torch.manual_seed(N + K)
+    w, b = torch.randn(N, K).bfloat16(), torch.randn(N).to(activations)
+    x = torch.randn(1, 1, K).to(activations)
+    y = gemv.gemv_bf16(x, w, b)
+    reference = F.linear(x.double(), w.double(), b.double())
+    assert y.shape == (1, 1, N) and y.dtype == activations
+    tol = 1e-5 if activations == torch.float32 else 8e-3  # the output's own rounding
+    torch.testing.assert_close(y.double(), reference, rtol=tol, atol=tol * reference.abs().max())
+
+
+@needs_kernels
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("activations", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("N, K", SHAPES)
+def test_int8_weights_match_their_dequantized_product(N, K, activations, bias):
+    torch.manual_seed(N * K)
+    q = torch.randint(-127, 128, (N, K), dtype=torch.int8)
+    scale = (torch.rand(N) / 100).to(activations)
+    b = torch.randn(N).to(activations) if bias else None
+    x = torch.randn(1, K).to(activations)
+    y = gemv.gemv_int8(x, q, scale, b)
+    reference = x.double() @ (q.double() * scale.double()[:, None]).t()
+    if bias:
+        reference += b.double()
+    tol = 1e-5 if activations == torch.float32 else 8e-3
+    torch.testing.assert_close(y.double(), reference, rtol=tol, atol=tol * reference.abs().max())
+
+
+def tiny_model(dtype):
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, vocab_size=500)
+    return GPT2(config).eval().to(dtype)
+
+
+@needs_kernels
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_decoding_one_sequence_gives_pytorch_kernels_logits(quantize, monkeypatch):
+    model = quantize_model(tiny_model(torch.float32), quantize).to(torch.bfloat16)
+    x = torch.randint(0, 500, (1, 12))
+
+    def decode():
+        cache = model.make_cache(1, 12)
+        with torch.inference_mode():
+            steps = [model(x[:, :4], 0, cache)]
+            steps += [model(x[:, t : t + 1], t, cache) for t in range(4, 12)]
+        return torch.cat(steps, dim=1).float()
+
+    ours = decode()
+    monkeypatch.setattr(gemv, "applies", lambda x: False)  # PyTorch's kernels throughout
+    theirs = decode()
+    assert (ours - theirs).abs().max() <= 0.05 * theirs.abs().max()  # bfloat16's rounding
+    assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
+
+
+def test_without_a_compiler_pytorch_kernels_decode(fresh_library, monkeypatch):
+    monkeypatch.setenv("CC", "no-such-compiler")
+    assert not gemv.enabled()
+    model = tiny_model(torch.bfloat16)
+    with torch.inference_mode():
+        logits = model(torch.tensor([[1, 2, 3]]), 0, model.make_cache(1, 3))
+    assert logits.shape == (1, 3, 500) and torch.isfinite(logits).all()
+    assert not list(fresh_library.rglob("*.so"))
+
+
+def test_the_switch_turns_the_kernels_off(fresh_library, monkeypatch):
+    monkeypatch.setenv(gemv.DISABLE_ENV, "0")
+    assert not gemv.enabled()
+    assert not list(fresh_library.rglob("*.so"))  # not even built
+
+
+@needs_kernels
+def test_the_library_is_built_once_into_the_cache(fresh_library):
+    assert gemv.enabled()
+    built = list((fresh_library / "tunesmith" / "kernels").glob("gemv-*.so"))
+    assert len(built) == 1 and not list(fresh_library.rglob(".*tmp*"))  # no leftovers
+    mtime = built[0].stat().st_mtime_ns
+    gemv._library.cache_clear()
+    assert gemv.enabled() and built[0].stat().st_mtime_ns == mtime  # loaded, not rebuilt
