@@ -62,6 +62,31 @@ static inline __m512 bf16_chunk(const uint16_t *w, int64_t k, __mmask16 m) {
             acc[r] = _mm512_fmadd_ps(CHUNK((const TYPE *)w + (n0 + r) * K, k, m), xv, acc[r]);  \
     }                                                                                           \
     for (int r = 0; r < ROWS; r++) sums[r] = _mm512_reduce_add_ps(acc[r]);
+
+#if defined(__AVX512BF16__)
+/* bfloat16 weights times bfloat16 x: one instruction multiplies and adds 32 pairs (exact
+ * products, float32 sums), a few percent faster than converting the weights to float32. */
+static void bf16_block_dot(const uint16_t *x, const uint16_t *w, int64_t n0, int64_t N, int64_t K,
+                           float *sums) {
+    __m512 acc[ROWS];
+    for (int r = 0; r < ROWS; r++) acc[r] = _mm512_setzero_ps();
+    const char *ahead = (const char *)(w + (n0 + AHEAD_BLOCKS * ROWS) * K);
+    const char *end = (const char *)(w + N * K);
+    for (int64_t k = 0, it = 0; k < K; k += 32, it++) {
+        for (int line = 0; line < ROWS * 64; line += 64) {
+            const char *p = ahead + it * (ROWS * 64) + line;
+            if (p < end) _mm_prefetch(p, _MM_HINT_T1);
+        }
+        __mmask32 m = K - k >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (K - k)) - 1);
+        __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, x + k);
+        for (int r = 0; r < ROWS; r++) {
+            __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, w + (n0 + r) * K + k);
+            acc[r] = _mm512_dpbf16_ps(acc[r], wv, xv);
+        }
+    }
+    for (int r = 0; r < ROWS; r++) sums[r] = _mm512_reduce_add_ps(acc[r]);
+}
+#endif
 #endif
 
 /* The activations (x, and y, bias and scale with them) are float32, or bfloat16 when `bf16`;
@@ -125,6 +150,11 @@ void tunesmith_gemv_bf16(const void *xv, const uint16_t *w, const void *bias, vo
     for (int64_t b = 0; b < blocks; b++) {
         int64_t n0 = b * ROWS;
         float sums[ROWS];
+#if SIMD && defined(__AVX512BF16__)
+        if (n0 + ROWS <= N && bf16) {
+            bf16_block_dot((const uint16_t *)xv, w, n0, N, K, sums);
+        } else
+#endif
 #if SIMD
         if (n0 + ROWS <= N) {
             BLOCK_LOOP(uint16_t, bf16_chunk, 2)

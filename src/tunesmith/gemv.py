@@ -46,17 +46,17 @@ ACTIVATION_DTYPES = (torch.float32, torch.bfloat16)
 def applies(x: torch.Tensor) -> bool:
     """Whether x is one CPU row (batch-1 decoding) and the library is here to take it."""
     return (
-        x.device.type == "cpu"
+        x.numel() == x.shape[-1]
         and x.dtype in ACTIVATION_DTYPES
-        and x.numel() == x.shape[-1]
-        and enabled()
+        and x.device.type == "cpu"
+        and _library() is not None
     )
 
 
 def gemv_bf16(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """x (..., K), one row, times weight (N, K) in bfloat16, plus bias: (..., N) in x's dtype."""
     N, K = weight.shape
-    assert weight.dtype == torch.bfloat16 and weight.is_contiguous() and x.numel() == K
+    assert x.numel() == K  # callers check dtypes and layout (see applies)
     x, bias, y = _operands(x, bias, N)
     _library().tunesmith_gemv_bf16(
         x.data_ptr(), weight.data_ptr(), _ptr(bias), y.data_ptr(), N, K,
@@ -70,7 +70,7 @@ def gemv_int8(
 ) -> torch.Tensor:
     """x (..., K), one row, times weight (N, K) in int8 with a scale per row, plus bias."""
     N, K = weight.shape
-    assert weight.dtype == torch.int8 and weight.is_contiguous() and x.numel() == K
+    assert x.numel() == K and weight.dtype == torch.int8 and weight.is_contiguous()
     x, bias, y = _operands(x, bias, N)
     scale = scale.to(x.dtype).contiguous()
     _library().tunesmith_gemv_int8(

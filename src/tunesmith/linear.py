@@ -40,11 +40,13 @@ class Linear(nn.Linear):
 
 
 def _one_bf16_row(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    # Called for every product of every step: the cheapest tests first.
     return (
-        x.dtype == weight.dtype == torch.bfloat16
-        and weight.is_contiguous()
+        x.dtype is torch.bfloat16
+        and weight.dtype is torch.bfloat16
         and not torch.is_grad_enabled()
         and gemv.applies(x)
+        and weight.is_contiguous()
     )
 
 
