@@ -18,27 +18,46 @@ def fresh_library(monkeypatch, tmp_path):
     """gemv's library looked up afresh, built into an empty cache (and forgotten after)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     gemv._library.cache_clear()
+    gemv._bf16_kernel.cache_clear()
     yield tmp_path
     gemv._library.cache_clear()
+    gemv._bf16_kernel.cache_clear()
 
 
 SHAPES = [(2304, 768), (8, 16), (13, 40), (50, 3072)]  # N % 8 and K % 16 both exercised
 
 
-@needs_kernels
+needs_bf16_kernel = pytest.mark.skipif(
+    not gemv._bf16_kernel(), reason="no AVX512-BF16 here: PyTorch's bfloat16 kernels run instead"
+)
+
+
+@needs_bf16_kernel
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("activations", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 13, 16])
 @pytest.mark.parametrize("N, K", SHAPES)
-def test_bf16_weights_match_pytorch(N, K, activations, threads, monkeypatch):
+def test_bf16_rows_match_pytorch(N, K, rows, threads, monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-    torch.manual_seed(N + K)
-    w, b = torch.randn(N, K).bfloat16(), torch.randn(N).to(activations)
-    x = torch.randn(1, 1, K).to(activations)
-    y = gemv.gemv_bf16(x, w, b)
+    torch.manual_seed(N + K + rows)
+    w, b = torch.randn(N, K).bfloat16(), torch.randn(N).bfloat16()
+    x = torch.randn(rows, 1, K).bfloat16()
+    y = gemv.gemm_bf16(x, w, b)
     reference = F.linear(x.double(), w.double(), b.double())
-    assert y.shape == (1, 1, N) and y.dtype == activations
-    tol = 1e-5 if activations == torch.float32 else 8e-3  # the output's own rounding
-    torch.testing.assert_close(y.double(), reference, rtol=tol, atol=tol * reference.abs().max())
+    assert y.shape == (rows, 1, N) and y.dtype == torch.bfloat16
+    torch.testing.assert_close(  # bfloat16's own rounding of the result
+        y.double(), reference, rtol=8e-3, atol=8e-3 * reference.abs().max()
+    )
+
+
+@needs_bf16_kernel
+def test_a_rows_numbers_do_not_depend_on_the_rows_beside_it():
+    torch.manual_seed(0)
+    w, b = torch.randn(50257, 64).bfloat16(), torch.randn(50257).bfloat16()  # odd N: leftovers
+    x = torch.randn(16, 64).bfloat16()
+    together = gemv.gemm_bf16(x, w, b)
+    for rows in (range(1), range(3, 5), range(7, 16)):
+        alone = gemv.gemm_bf16(x[rows.start : rows.stop], w, b)
+        assert torch.equal(alone, together[rows.start : rows.stop])
 
 
 @needs_kernels
@@ -79,7 +98,8 @@ def test_decoding_one_sequence_gives_pytorch_kernels_logits(quantize, monkeypatc
         return torch.cat(steps, dim=1).float()
 
     ours = decode()
-    monkeypatch.setattr(gemv, "applies", lambda x: False)  # PyTorch's kernels throughout
+    monkeypatch.setattr(gemv, "int8_applies", lambda x: False)  # PyTorch's kernels throughout
+    monkeypatch.setattr(gemv, "bf16_applies", lambda x, rows: False)
     theirs = decode()
     assert (ours - theirs).abs().max() <= 0.05 * theirs.abs().max()  # bfloat16's rounding
     assert torch.equal(ours.argmax(-1), theirs.argmax(-1))

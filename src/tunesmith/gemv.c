@@ -1,11 +1,12 @@
-/* Matrix-vector products for decoding one sequence on the CPU: y = W x (+ bias), with W in
- * bfloat16 or in int8 with a scale per row, x and y in float32 or bfloat16. Built and loaded
- * by gemv.py.
+/* Products of a few activation rows (decoding: one row per sequence) with a weight matrix on
+ * the CPU, y = x Wᵀ (+ bias): W in bfloat16 (x bfloat16, 1 to 16 rows), or W in int8 with a
+ * scale per row (x float32 or bfloat16, one row). Built and loaded by gemv.py.
  *
- * At batch 1 a decoding step reads every weight once, so these are bound by how fast the
- * weights stream from memory. PyTorch's bf16 and int8 kernels convert and reduce more slowly
- * than memory delivers on AVX-512 CPUs; here each thread walks its rows in blocks of ROWS
- * (ROWS independent sums in flight) and asks for the block AHEAD_BLOCKS ahead while it works.
+ * Decoding reads every weight once per step, so these are bound by how fast the weights stream
+ * from memory. PyTorch's bfloat16 and int8 CPU kernels convert and reduce more slowly than
+ * memory delivers; here each thread walks its weight rows in blocks (independent sums in
+ * flight), uses each loaded piece of a weight row for every activation row, and prefetches
+ * the block AHEAD_BLOCKS ahead while it works.
  */
 #include <stdint.h>
 #include <string.h>
@@ -16,16 +17,18 @@
 #else
 #define SIMD 0
 #endif
-
-#ifndef ROWS
-#define ROWS 8
+#if SIMD && defined(__AVX512BF16__)
+#define BF16_SIMD 1
+#else
+#define BF16_SIMD 0
 #endif
-#ifndef AHEAD_BLOCKS
+
 #define AHEAD_BLOCKS 2
-#endif
+#define INT8_ROWS 8 /* weight rows per block of the int8 kernel */
 
-/* 1 where the AVX-512 loops were compiled in; the caller uses this library only then. */
-int tunesmith_gemv_simd(void) { return SIMD; }
+/* What compiled in: the caller uses a kernel only where its vector loops did. */
+int tunesmith_int8_simd(void) { return SIMD; }
+int tunesmith_bf16_simd(void) { return BF16_SIMD; }
 
 static inline float bf16_value(uint16_t bits) {
     uint32_t u = (uint32_t)bits << 16;
@@ -34,140 +37,166 @@ static inline float bf16_value(uint16_t bits) {
     return f;
 }
 
-#if SIMD
-static inline __m512 int8_chunk(const int8_t *w, int64_t k, __mmask16 m) {
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, w + k)));
+static inline uint16_t bf16_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    u += 0x7FFF + ((u >> 16) & 1); /* round to nearest even, as PyTorch converts */
+    return (uint16_t)(u >> 16);
 }
 
-static inline __m512 bf16_chunk(const uint16_t *w, int64_t k, __mmask16 m) {
-    __m512i wide = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w + k));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
-}
-
-/* One block of ROWS rows starting at row n0; `bytes` per weight, `ahead` the block to prefetch. */
-#define BLOCK_LOOP(TYPE, CHUNK, BYTES)                                                          \
-    __m512 acc[ROWS];                                                                           \
-    for (int r = 0; r < ROWS; r++) acc[r] = _mm512_setzero_ps();                                \
-    const char *ahead = (const char *)(w + (n0 + AHEAD_BLOCKS * ROWS) * K);                     \
-    const char *end = (const char *)(w + N * K);                                                \
-    for (int64_t k = 0, it = 0; k < K; k += 16, it++) {                                         \
-        /* this block consumes ROWS * 16 * BYTES bytes per step: fetch as much of the future */ \
-        for (int line = 0; line < ROWS * 16 * BYTES; line += 64) {                               \
-            const char *p = ahead + it * (ROWS * 16 * BYTES) + line;                            \
-            if (p < end) _mm_prefetch(p, _MM_HINT_T1);                                          \
-        }                                                                                       \
-        __mmask16 m = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);       \
-        __m512 xv = _mm512_maskz_loadu_ps(m, x + k);                                            \
-        for (int r = 0; r < ROWS; r++)                                                          \
-            acc[r] = _mm512_fmadd_ps(CHUNK((const TYPE *)w + (n0 + r) * K, k, m), xv, acc[r]);  \
-    }                                                                                           \
-    for (int r = 0; r < ROWS; r++) sums[r] = _mm512_reduce_add_ps(acc[r]);
-
-#if defined(__AVX512BF16__)
-/* bfloat16 weights times bfloat16 x: one instruction multiplies and adds 32 pairs (exact
- * products, float32 sums), a few percent faster than converting the weights to float32. */
-static void bf16_block_dot(const uint16_t *x, const uint16_t *w, int64_t n0, int64_t N, int64_t K,
-                           float *sums) {
-    __m512 acc[ROWS];
-    for (int r = 0; r < ROWS; r++) acc[r] = _mm512_setzero_ps();
-    const char *ahead = (const char *)(w + (n0 + AHEAD_BLOCKS * ROWS) * K);
-    const char *end = (const char *)(w + N * K);
-    for (int64_t k = 0, it = 0; k < K; k += 32, it++) {
-        for (int line = 0; line < ROWS * 64; line += 64) {
-            const char *p = ahead + it * (ROWS * 64) + line;
-            if (p < end) _mm_prefetch(p, _MM_HINT_T1);
-        }
-        __mmask32 m = K - k >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (K - k)) - 1);
-        __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, x + k);
-        for (int r = 0; r < ROWS; r++) {
-            __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, w + (n0 + r) * K + k);
-            acc[r] = _mm512_dpbf16_ps(acc[r], wv, xv);
-        }
-    }
-    for (int r = 0; r < ROWS; r++) sums[r] = _mm512_reduce_add_ps(acc[r]);
-}
-#endif
-#endif
-
-/* The activations (x, and y, bias and scale with them) are float32, or bfloat16 when `bf16`;
- * x is read as float32, from `buffer` (K floats on the caller's stack) when converted. */
-static const float *as_floats(const void *v, int bf16, int64_t n, float *buffer) {
-    if (!bf16) return (const float *)v;
-    for (int64_t i = 0; i < n; i++) buffer[i] = bf16_value(((const uint16_t *)v)[i]);
-    return buffer;
-}
-
+/* Activations (x, y, bias, scale) in float32, or in bfloat16 when `bf16`. */
 static inline float value(const void *v, int bf16, int64_t i) {
     return bf16 ? bf16_value(((const uint16_t *)v)[i]) : ((const float *)v)[i];
 }
 
 static inline void store(void *y, int bf16, int64_t i, float f) {
-    if (!bf16) {
+    if (bf16)
+        ((uint16_t *)y)[i] = bf16_bits(f);
+    else
         ((float *)y)[i] = f;
-        return;
-    }
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    u += 0x7FFF + ((u >> 16) & 1); /* round to nearest even, as PyTorch converts */
-    ((uint16_t *)y)[i] = (uint16_t)(u >> 16);
 }
 
-/* y[n] = scale[n] * sum_k w[n,k] x[k] + bias[n]; w int8 (N, K), row-major; bias may be NULL. */
+#if SIMD
+static inline void prefetch_block(const char *ahead, const char *end, int64_t bytes) {
+    for (int64_t line = 0; line < bytes; line += 64)
+        if (ahead + line < end) _mm_prefetch(ahead + line, _MM_HINT_T1);
+}
+
+/* Sums over k of w[n0 + r, k] x[k] for r < INT8_ROWS. */
+static void int8_block(const float *x, const int8_t *w, int64_t n0, int64_t N, int64_t K,
+                       float *sums) {
+    __m512 acc[INT8_ROWS];
+    for (int r = 0; r < INT8_ROWS; r++) acc[r] = _mm512_setzero_ps();
+    const char *ahead = (const char *)(w + (n0 + AHEAD_BLOCKS * INT8_ROWS) * K);
+    const char *end = (const char *)(w + N * K);
+    for (int64_t k = 0, step = 0; k < K; k += 16, step++) {
+        /* the block consumes INT8_ROWS * 16 bytes a step: fetch as much of the future one */
+        prefetch_block(ahead + step * INT8_ROWS * 16, end, INT8_ROWS * 16);
+        __mmask16 m = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + k);
+        for (int r = 0; r < INT8_ROWS; r++) {
+            __m128i q = _mm_maskz_loadu_epi8(m, w + (n0 + r) * K + k);
+            __m512 wv = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
+            acc[r] = _mm512_fmadd_ps(wv, xv, acc[r]);
+        }
+    }
+    for (int r = 0; r < INT8_ROWS; r++) sums[r] = _mm512_reduce_add_ps(acc[r]);
+}
+#endif
+
+/* One row: y[n] = scale[n] * sum_k w[n,k] x[k] + bias[n]; w int8 (N, K), row-major; bias may be
+ * NULL. */
 void tunesmith_gemv_int8(const void *xv, const int8_t *w, const void *scale, const void *bias,
                          void *y, int64_t N, int64_t K, int threads, int bf16) {
-    float xbuf[bf16 ? K : 1];
-    const float *x = as_floats(xv, bf16, K, xbuf);
-    int64_t blocks = (N + ROWS - 1) / ROWS;
+    float xbuf[K];
+    for (int64_t k = 0; k < K; k++) xbuf[k] = value(xv, bf16, k);
+    const float *x = xbuf;
+    int64_t blocks = (N + INT8_ROWS - 1) / INT8_ROWS;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t b = 0; b < blocks; b++) {
-        int64_t n0 = b * ROWS;
-        float sums[ROWS];
+        int64_t n0 = b * INT8_ROWS;
+        float sums[INT8_ROWS];
 #if SIMD
-        if (n0 + ROWS <= N) {
-            BLOCK_LOOP(int8_t, int8_chunk, 1)
+        if (n0 + INT8_ROWS <= N) {
+            int8_block(x, w, n0, N, K, sums);
         } else
 #endif
         {
-            for (int64_t n = n0; n < N && n < n0 + ROWS; n++) {
+            for (int64_t n = n0; n < N && n < n0 + INT8_ROWS; n++) {
                 float s = 0.0f;
                 for (int64_t k = 0; k < K; k++) s += (float)w[n * K + k] * x[k];
                 sums[n - n0] = s;
             }
         }
-        for (int64_t n = n0; n < N && n < n0 + ROWS; n++)
+        for (int64_t n = n0; n < N && n < n0 + INT8_ROWS; n++)
             store(y, bf16, n,
                   sums[n - n0] * value(scale, bf16, n) + (bias ? value(bias, bf16, n) : 0.0f));
     }
 }
 
-/* y[n] = sum_k w[n,k] x[k] + bias[n]; w bfloat16 (N, K), row-major; bias may be NULL. */
-void tunesmith_gemv_bf16(const void *xv, const uint16_t *w, const void *bias, void *y, int64_t N,
-                         int64_t K, int threads, int bf16) {
-    float xbuf[bf16 ? K : 1];
-    const float *x = as_floats(xv, bf16, K, xbuf);
-    int64_t blocks = (N + ROWS - 1) / ROWS;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t b = 0; b < blocks; b++) {
-        int64_t n0 = b * ROWS;
-        float sums[ROWS];
-#if SIMD && defined(__AVX512BF16__)
-        if (n0 + ROWS <= N && bf16) {
-            bf16_block_dot((const uint16_t *)xv, w, n0, N, K, sums);
-        } else
-#endif
-#if SIMD
-        if (n0 + ROWS <= N) {
-            BLOCK_LOOP(uint16_t, bf16_chunk, 2)
-        } else
-#endif
-        {
-            for (int64_t n = n0; n < N && n < n0 + ROWS; n++) {
-                float s = 0.0f;
-                for (int64_t k = 0; k < K; k++) s += bf16_value(w[n * K + k]) * x[k];
-                sums[n - n0] = s;
-            }
-        }
-        for (int64_t n = n0; n < N && n < n0 + ROWS; n++)
-            store(y, bf16, n, sums[n - n0] + (bias ? value(bias, bf16, n) : 0.0f));
+#if BF16_SIMD
+/* MR activation rows by NR weight rows: sums[m * NR + r] = sum_k x[m, k] w[n0 + r, k]. Every
+ * (m, r) has its own accumulator, fed 32 products a step by one instruction in the same order
+ * whatever MR and NR are: a row's result does not depend on how many rows share the call. */
+#define BF16_BLOCK(MR, NR)                                                                     \
+    static void bf16_block_##MR##x##NR(const uint16_t *x, const uint16_t *w, int64_t n0,       \
+                                       int64_t N, int64_t K, float *sums) {                    \
+        __m512 acc[MR][NR];                                                                    \
+        for (int m = 0; m < MR; m++)                                                           \
+            for (int r = 0; r < NR; r++) acc[m][r] = _mm512_setzero_ps();                      \
+        const char *ahead = (const char *)(w + (n0 + AHEAD_BLOCKS * NR) * K);                  \
+        const char *end = (const char *)(w + N * K);                                           \
+        for (int64_t k = 0, step = 0; k < K; k += 32, step++) {                                \
+            prefetch_block(ahead + step * NR * 64, end, NR * 64);                              \
+            __mmask32 mk =                                                                     \
+                K - k >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (K - k)) - 1);       \
+            __m512bh wv[NR];                                                                   \
+            for (int r = 0; r < NR; r++)                                                       \
+                wv[r] = (__m512bh)_mm512_maskz_loadu_epi16(mk, w + (n0 + r) * K + k);          \
+            for (int m = 0; m < MR; m++) {                                                     \
+                __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(mk, x + m * K + k);           \
+                for (int r = 0; r < NR; r++) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], wv[r], xv); \
+            }                                                                                  \
+        }                                                                                      \
+        for (int m = 0; m < MR; m++)                                                           \
+            for (int r = 0; r < NR; r++) sums[m * NR + r] = _mm512_reduce_add_ps(acc[m][r]);  \
     }
+
+/* Register budget: MR * NR accumulators + NR weight pieces + 1 activation piece <= 32. */
+BF16_BLOCK(1, 8)
+BF16_BLOCK(2, 8)
+BF16_BLOCK(4, 6)
+BF16_BLOCK(8, 3)
+BF16_BLOCK(1, 1)
+BF16_BLOCK(2, 1)
+BF16_BLOCK(4, 1)
+BF16_BLOCK(8, 1)
+
+typedef void (*bf16_block_fn)(const uint16_t *, const uint16_t *, int64_t, int64_t, int64_t,
+                              float *);
+
+/* MR rows of x (MR in 1, 2, 4, 8) times all of w: blocks of NR weight rows, then the rows left
+ * over one at a time (the same sums, so every weight row gets the same arithmetic). */
+static void bf16_rows(const uint16_t *x, const uint16_t *w, const uint16_t *bias, uint16_t *y,
+                      int MR, int64_t N, int64_t K, int threads) {
+    bf16_block_fn block = MR == 8   ? bf16_block_8x3
+                          : MR == 4 ? bf16_block_4x6
+                          : MR == 2 ? bf16_block_2x8
+                                    : bf16_block_1x8;
+    bf16_block_fn single = MR == 8   ? bf16_block_8x1
+                           : MR == 4 ? bf16_block_4x1
+                           : MR == 2 ? bf16_block_2x1
+                                     : bf16_block_1x1;
+    int NR = MR == 8 ? 3 : MR == 4 ? 6 : 8;
+    int64_t blocks = N / NR;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b <= blocks; b++) { /* b == blocks: the rows left over */
+        float sums[8 * 8];
+        int64_t first = b * NR, last = b < blocks ? first + NR : N;
+        for (int64_t n = first; n < last; n += (b < blocks ? NR : 1)) {
+            int nr = b < blocks ? NR : 1;
+            (b < blocks ? block : single)(x, w, n, N, K, sums);
+            for (int m = 0; m < MR; m++)
+                for (int r = 0; r < nr; r++) {
+                    float s = sums[m * nr + r] + (bias ? bf16_value(bias[n + r]) : 0.0f);
+                    y[m * N + n + r] = bf16_bits(s);
+                }
+        }
+    }
+}
+#endif
+
+/* y (M, N) = x (M, K) wᵀ + bias, all bfloat16, w (N, K) row-major, bias may be NULL. The rows
+ * of x go eight, four, two or one at a time: each group streams the weights once. */
+void tunesmith_gemm_bf16(const uint16_t *x, const uint16_t *w, const uint16_t *bias, uint16_t *y,
+                         int64_t M, int64_t N, int64_t K, int threads) {
+#if BF16_SIMD
+    for (int64_t m0 = 0; m0 < M;) {
+        int MR = M - m0 >= 8 ? 8 : M - m0 >= 4 ? 4 : M - m0 >= 2 ? 2 : 1;
+        bf16_rows(x + m0 * K, w, bias, y + m0 * N, MR, N, K, threads);
+        m0 += MR;
+    }
+#else
+    (void)x, (void)w, (void)bias, (void)y, (void)M, (void)N, (void)K, (void)threads;
+#endif
 }

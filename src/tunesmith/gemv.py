@@ -1,16 +1,19 @@
-"""Batch-1 matrix-vector products on the CPU from gemv.c, for bfloat16 and int8 weights.
+"""Products of a few activation rows with a weight matrix on the CPU, from gemv.c: bfloat16
+weights for 1 to 16 rows (decoding a few sequences), int8 weights for one row.
 
-Decoding one sequence multiplies every weight by one vector, so a step is as fast as the
-weights stream from memory. On a 2-core AVX-512 Xeon PyTorch's bfloat16 and int8 kernels
-stream GPT-2 124M's weights at 13 and 11 GB/s, where float32 reaches 28 GB/s: they are bound
-by converting, not by memory. gemv.c converts in registers, keeps eight row sums in flight and
-prefetches ahead: 28 GB/s for int8 (`benchmarks/generate.py`).
+Decoding reads every weight once per step, so a step is as fast as the weights stream from
+memory. On a 2-core AVX-512 Xeon PyTorch's bfloat16 and int8 kernels stream GPT-2 124M's
+weights at 15 and 11 GB/s, where float32 reaches 28 GB/s: they are bound by converting, not by
+memory. gemv.c converts in registers, keeps many sums in flight and prefetches ahead: 25-28 GB/s
+for one row, and for bfloat16 1.1-2x PyTorch's speed up to 16 rows (`benchmarks/generate.py`).
+Its bfloat16 sums run in the same order however many rows share a call, so a sequence's
+numbers do not depend on its batch.
 
 The library is compiled once per machine with the system's C compiler (`cc -O3 -march=native
--fopenmp`, well under a second) into the user's cache folder and loaded with ctypes. It is
-used only where its AVX-512 loops were compiled in; without a compiler, on other CPUs, or with
-TUNESMITH_CPU_KERNELS=0, everything stays on PyTorch's kernels. Its OpenMP threads are
-PyTorch's own (the process's libgomp), as many as torch.get_num_threads().
+-fopenmp`, well under a second) into the user's cache folder and loaded with ctypes. Each
+kernel is used only where its vector loops compiled in (AVX-512; AVX512-BF16 for bfloat16);
+without a compiler, on other CPUs, or with TUNESMITH_CPU_KERNELS=0, PyTorch's kernels run. Its
+OpenMP threads are PyTorch's own (the process's libgomp), as many as torch.get_num_threads().
 """
 
 from __future__ import annotations
@@ -35,32 +38,43 @@ COMPILE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 COMPILE_TIMEOUT_S = 60
 
 
+BF16_MAX_ROWS = 16  # beyond, PyTorch's bfloat16 matmul is as fast (2 cores, GPT-2 shapes)
+INT8_ACTIVATIONS = (torch.float32, torch.bfloat16)
+
+
 def enabled() -> bool:
     """Whether the library is built and in use (TUNESMITH_CPU_KERNELS is read once)."""
     return _library() is not None
 
 
-ACTIVATION_DTYPES = (torch.float32, torch.bfloat16)
-
-
-def applies(x: torch.Tensor) -> bool:
-    """Whether x is one CPU row (batch-1 decoding) and the library is here to take it."""
+def int8_applies(x: torch.Tensor) -> bool:
+    """Whether gemv_int8 takes x: one CPU row, and the library here."""
     return (
         x.numel() == x.shape[-1]
-        and x.dtype in ACTIVATION_DTYPES
+        and x.dtype in INT8_ACTIVATIONS
         and x.device.type == "cpu"
         and _library() is not None
     )
 
 
-def gemv_bf16(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x (..., K), one row, times weight (N, K) in bfloat16, plus bias: (..., N) in x's dtype."""
+def bf16_applies(x: torch.Tensor, rows: int) -> bool:
+    """Whether gemm_bf16 takes x: bfloat16 CPU rows, at most BF16_MAX_ROWS, and AVX512-BF16."""
+    return (
+        rows <= BF16_MAX_ROWS
+        and x.dtype is torch.bfloat16
+        and x.device.type == "cpu"
+        and _bf16_kernel()
+    )
+
+
+def gemm_bf16(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x (..., K) times weight (N, K)ᵀ plus bias, all bfloat16: (..., N)."""
     N, K = weight.shape
-    assert x.numel() == K  # callers check dtypes and layout (see applies)
+    assert weight.dtype == torch.bfloat16 and weight.is_contiguous() and x.shape[-1] == K
     x, bias, y = _operands(x, bias, N)
-    _library().tunesmith_gemv_bf16(
-        x.data_ptr(), weight.data_ptr(), _ptr(bias), y.data_ptr(), N, K,
-        torch.get_num_threads(), x.dtype == torch.bfloat16,
+    _library().tunesmith_gemm_bf16(
+        x.data_ptr(), weight.data_ptr(), _ptr(bias), y.data_ptr(), x.numel() // K, N, K,
+        torch.get_num_threads(),
     )  # fmt: skip
     return y
 
@@ -101,13 +115,18 @@ def _library() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(str(_built()))
     except (OSError, subprocess.SubprocessError):
         return None
-    if not lib.tunesmith_gemv_simd():
+    if not lib.tunesmith_int8_simd():
         return None  # the portable loops compiled, but PyTorch's kernels beat them
-    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-    c_int = ctypes.c_int
-    lib.tunesmith_gemv_bf16.argtypes = [ptr, ptr, ptr, ptr, i64, i64, c_int, c_int]
+    ptr, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.tunesmith_gemm_bf16.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, c_int]
     lib.tunesmith_gemv_int8.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, c_int, c_int]
     return lib
+
+
+@functools.cache
+def _bf16_kernel() -> bool:
+    lib = _library()
+    return lib is not None and bool(lib.tunesmith_bf16_simd())
 
 
 def _built() -> Path:
