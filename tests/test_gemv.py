@@ -41,7 +41,7 @@ def test_bf16_rows_match_pytorch(N, K, rows, threads, monkeypatch):
     torch.manual_seed(N + K + rows)
     w, b = torch.randn(N, K).bfloat16(), torch.randn(N).bfloat16()
     x = torch.randn(rows, 1, K).bfloat16()
-    y = gemv.gemm_bf16(x, w, b)
+    y = gemv.gemm(x, w, b)
     reference = F.linear(x.double(), w.double(), b.double())
     assert y.shape == (rows, 1, N) and y.dtype == torch.bfloat16
     torch.testing.assert_close(  # bfloat16's own rounding of the result
@@ -54,10 +54,31 @@ def test_a_rows_numbers_do_not_depend_on_the_rows_beside_it():
     torch.manual_seed(0)
     w, b = torch.randn(50257, 64).bfloat16(), torch.randn(50257).bfloat16()  # odd N: leftovers
     x = torch.randn(16, 64).bfloat16()
-    together = gemv.gemm_bf16(x, w, b)
+    together = gemv.gemm(x, w, b)
     for rows in (range(1), range(3, 5), range(7, 16)):
-        alone = gemv.gemm_bf16(x[rows.start : rows.stop], w, b)
+        alone = gemv.gemm(x[rows.start : rows.stop], w, b)
         assert torch.equal(alone, together[rows.start : rows.stop])
+
+
+@needs_kernels
+@pytest.mark.parametrize("rows", [4, 5, 8, 11, 12])
+@pytest.mark.parametrize("N, K", SHAPES)
+def test_float32_rows_match_pytorch(N, K, rows):
+    torch.manual_seed(N + K + rows)
+    w, b = torch.randn(N, K), torch.randn(N)
+    x = torch.randn(1, rows, K)
+    y = gemv.gemm(x, w, b)
+    assert y.shape == (1, rows, N) and y.dtype == torch.float32
+    torch.testing.assert_close(y, F.linear(x, w, b), rtol=1e-5, atol=1e-4)
+
+
+@needs_kernels
+def test_float32_rows_do_not_depend_on_the_rows_beside_them():
+    torch.manual_seed(0)
+    w = torch.randn(1001, 96)
+    x = torch.randn(12, 96)
+    together = gemv.gemm(x, w, None)
+    assert torch.equal(gemv.gemm(x[4:8], w, None), together[4:8])
 
 
 @needs_kernels
@@ -99,7 +120,7 @@ def test_decoding_one_sequence_gives_pytorch_kernels_logits(quantize, monkeypatc
 
     ours = decode()
     monkeypatch.setattr(gemv, "int8_applies", lambda x: False)  # PyTorch's kernels throughout
-    monkeypatch.setattr(gemv, "bf16_applies", lambda x, rows: False)
+    monkeypatch.setattr(gemv, "rows_apply", lambda x, rows: False)
     theirs = decode()
     assert (ours - theirs).abs().max() <= 0.05 * theirs.abs().max()  # bfloat16's rounding
     assert torch.equal(ours.argmax(-1), theirs.argmax(-1))

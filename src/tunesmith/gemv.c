@@ -1,6 +1,6 @@
 /* Products of a few activation rows (decoding: one row per sequence) with a weight matrix on
- * the CPU, y = x Wᵀ (+ bias): W in bfloat16 (x bfloat16, 1 to 16 rows), or W in int8 with a
- * scale per row (x float32 or bfloat16, one row). Built and loaded by gemv.py.
+ * the CPU, y = x Wᵀ (+ bias): W and x in bfloat16 or in float32 (a few rows), or W in int8
+ * with a scale per row (x float32 or bfloat16, one row). Built and loaded by gemv.py.
  *
  * Decoding reads every weight once per step, so these are bound by how fast the weights stream
  * from memory. PyTorch's bfloat16 and int8 CPU kernels convert and reduce more slowly than
@@ -25,6 +25,15 @@
 
 #define AHEAD_BLOCKS 2
 #define INT8_ROWS 8 /* weight rows per block of the int8 kernel */
+
+/* Activation rows are taken 12, 8, 4, 2 or 1 at a time (each group streams the weights once),
+ * with as many weight rows per block as the 32 vector registers allow: MR * NR accumulators +
+ * NR weight pieces + 1 activation piece. (16 rows with one weight row measured slower than
+ * 12 + 4: too many activation loads per weight piece.) */
+#define ROW_BLOCK(MR) ((MR) == 12 ? 2 : (MR) == 8 ? 3 : (MR) == 4 ? 6 : 8)
+static inline int row_group(int64_t left) {
+    return left >= 12 ? 12 : left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+}
 
 /* What compiled in: the caller uses a kernel only where its vector loops did. */
 int tunesmith_int8_simd(void) { return SIMD; }
@@ -142,36 +151,39 @@ void tunesmith_gemv_int8(const void *xv, const int8_t *w, const void *scale, con
             for (int r = 0; r < NR; r++) sums[m * NR + r] = _mm512_reduce_add_ps(acc[m][r]);  \
     }
 
-/* Register budget: MR * NR accumulators + NR weight pieces + 1 activation piece <= 32. */
 BF16_BLOCK(1, 8)
 BF16_BLOCK(2, 8)
 BF16_BLOCK(4, 6)
 BF16_BLOCK(8, 3)
+BF16_BLOCK(12, 2)
 BF16_BLOCK(1, 1)
 BF16_BLOCK(2, 1)
 BF16_BLOCK(4, 1)
 BF16_BLOCK(8, 1)
+BF16_BLOCK(12, 1)
 
 typedef void (*bf16_block_fn)(const uint16_t *, const uint16_t *, int64_t, int64_t, int64_t,
                               float *);
 
-/* MR rows of x (MR in 1, 2, 4, 8) times all of w: blocks of NR weight rows, then the rows left
- * over one at a time (the same sums, so every weight row gets the same arithmetic). */
+/* MR rows of x (a row_group) times all of w: blocks of NR weight rows, then the rows left over
+ * one at a time (the same sums, so every weight row gets the same arithmetic). */
 static void bf16_rows(const uint16_t *x, const uint16_t *w, const uint16_t *bias, uint16_t *y,
                       int MR, int64_t N, int64_t K, int threads) {
-    bf16_block_fn block = MR == 8   ? bf16_block_8x3
-                          : MR == 4 ? bf16_block_4x6
-                          : MR == 2 ? bf16_block_2x8
-                                    : bf16_block_1x8;
-    bf16_block_fn single = MR == 8   ? bf16_block_8x1
-                           : MR == 4 ? bf16_block_4x1
-                           : MR == 2 ? bf16_block_2x1
-                                     : bf16_block_1x1;
-    int NR = MR == 8 ? 3 : MR == 4 ? 6 : 8;
+    bf16_block_fn block = MR == 12 ? bf16_block_12x2
+                          : MR == 8  ? bf16_block_8x3
+                          : MR == 4  ? bf16_block_4x6
+                          : MR == 2  ? bf16_block_2x8
+                                     : bf16_block_1x8;
+    bf16_block_fn single = MR == 12 ? bf16_block_12x1
+                           : MR == 8  ? bf16_block_8x1
+                           : MR == 4  ? bf16_block_4x1
+                           : MR == 2  ? bf16_block_2x1
+                                      : bf16_block_1x1;
+    int NR = ROW_BLOCK(MR);
     int64_t blocks = N / NR;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t b = 0; b <= blocks; b++) { /* b == blocks: the rows left over */
-        float sums[8 * 8];
+        float sums[32];
         int64_t first = b * NR, last = b < blocks ? first + NR : N;
         for (int64_t n = first; n < last; n += (b < blocks ? NR : 1)) {
             int nr = b < blocks ? NR : 1;
@@ -186,13 +198,94 @@ static void bf16_rows(const uint16_t *x, const uint16_t *w, const uint16_t *bias
 }
 #endif
 
+#if SIMD
+/* The float32 counterpart: 16 products a step per accumulator, by fused multiply-adds. */
+#define F32_BLOCK(MR, NR)                                                                      \
+    static void f32_block_##MR##x##NR(const float *x, const float *w, int64_t n0, int64_t N,  \
+                                      int64_t K, float *sums) {                                \
+        __m512 acc[MR][NR];                                                                    \
+        for (int m = 0; m < MR; m++)                                                           \
+            for (int r = 0; r < NR; r++) acc[m][r] = _mm512_setzero_ps();                      \
+        const char *ahead = (const char *)(w + (n0 + AHEAD_BLOCKS * NR) * K);                  \
+        const char *end = (const char *)(w + N * K);                                           \
+        for (int64_t k = 0, step = 0; k < K; k += 16, step++) {                                \
+            prefetch_block(ahead + step * NR * 64, end, NR * 64);                              \
+            __mmask16 mk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1); \
+            __m512 wv[NR];                                                                     \
+            for (int r = 0; r < NR; r++) wv[r] = _mm512_maskz_loadu_ps(mk, w + (n0 + r) * K + k); \
+            for (int m = 0; m < MR; m++) {                                                     \
+                __m512 xv = _mm512_maskz_loadu_ps(mk, x + m * K + k);                          \
+                for (int r = 0; r < NR; r++) acc[m][r] = _mm512_fmadd_ps(wv[r], xv, acc[m][r]); \
+            }                                                                                  \
+        }                                                                                      \
+        for (int m = 0; m < MR; m++)                                                           \
+            for (int r = 0; r < NR; r++) sums[m * NR + r] = _mm512_reduce_add_ps(acc[m][r]);  \
+    }
+
+F32_BLOCK(1, 8)
+F32_BLOCK(2, 8)
+F32_BLOCK(4, 6)
+F32_BLOCK(8, 3)
+F32_BLOCK(12, 2)
+F32_BLOCK(1, 1)
+F32_BLOCK(2, 1)
+F32_BLOCK(4, 1)
+F32_BLOCK(8, 1)
+F32_BLOCK(12, 1)
+
+typedef void (*f32_block_fn)(const float *, const float *, int64_t, int64_t, int64_t, float *);
+
+static void f32_rows(const float *x, const float *w, const float *bias, float *y, int MR,
+                     int64_t N, int64_t K, int threads) {
+    f32_block_fn block = MR == 12 ? f32_block_12x2
+                         : MR == 8  ? f32_block_8x3
+                         : MR == 4  ? f32_block_4x6
+                         : MR == 2  ? f32_block_2x8
+                                    : f32_block_1x8;
+    f32_block_fn single = MR == 12 ? f32_block_12x1
+                          : MR == 8  ? f32_block_8x1
+                          : MR == 4  ? f32_block_4x1
+                          : MR == 2  ? f32_block_2x1
+                                     : f32_block_1x1;
+    int NR = ROW_BLOCK(MR);
+    int64_t blocks = N / NR;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b <= blocks; b++) { /* b == blocks: the rows left over */
+        float sums[32];
+        int64_t first = b * NR, last = b < blocks ? first + NR : N;
+        for (int64_t n = first; n < last; n += (b < blocks ? NR : 1)) {
+            int nr = b < blocks ? NR : 1;
+            (b < blocks ? block : single)(x, w, n, N, K, sums);
+            for (int m = 0; m < MR; m++)
+                for (int r = 0; r < nr; r++)
+                    y[m * N + n + r] = sums[m * nr + r] + (bias ? bias[n + r] : 0.0f);
+        }
+    }
+}
+#endif
+
+/* y (M, N) = x (M, K) wᵀ + bias, all float32, w (N, K) row-major, bias may be NULL; the rows of
+ * x go in groups (row_group): each group streams the weights once. */
+void tunesmith_gemm_f32(const float *x, const float *w, const float *bias, float *y, int64_t M,
+                        int64_t N, int64_t K, int threads) {
+#if SIMD
+    for (int64_t m0 = 0; m0 < M;) {
+        int MR = row_group(M - m0);
+        f32_rows(x + m0 * K, w, bias, y + m0 * N, MR, N, K, threads);
+        m0 += MR;
+    }
+#else
+    (void)x, (void)w, (void)bias, (void)y, (void)M, (void)N, (void)K, (void)threads;
+#endif
+}
+
 /* y (M, N) = x (M, K) wᵀ + bias, all bfloat16, w (N, K) row-major, bias may be NULL. The rows
- * of x go eight, four, two or one at a time: each group streams the weights once. */
+ * of x go in groups (row_group): each group streams the weights once. */
 void tunesmith_gemm_bf16(const uint16_t *x, const uint16_t *w, const uint16_t *bias, uint16_t *y,
                          int64_t M, int64_t N, int64_t K, int threads) {
 #if BF16_SIMD
     for (int64_t m0 = 0; m0 < M;) {
-        int MR = M - m0 >= 8 ? 8 : M - m0 >= 4 ? 4 : M - m0 >= 2 ? 2 : 1;
+        int MR = row_group(M - m0);
         bf16_rows(x + m0 * K, w, bias, y + m0 * N, MR, N, K, threads);
         m0 += MR;
     }

@@ -1,13 +1,14 @@
 """Products of a few activation rows with a weight matrix on the CPU, from gemv.c: bfloat16
-weights for 1 to 16 rows (decoding a few sequences), int8 weights for one row.
+weights for 1 to 16 rows (decoding a few sequences), float32 for 4 to 12, int8 for one row.
 
 Decoding reads every weight once per step, so a step is as fast as the weights stream from
 memory. On a 2-core AVX-512 Xeon PyTorch's bfloat16 and int8 kernels stream GPT-2 124M's
 weights at 15 and 11 GB/s, where float32 reaches 28 GB/s: they are bound by converting, not by
 memory. gemv.c converts in registers, keeps many sums in flight and prefetches ahead: 25-28 GB/s
-for one row, and for bfloat16 1.1-2x PyTorch's speed up to 16 rows (`benchmarks/generate.py`).
-Its bfloat16 sums run in the same order however many rows share a call, so a sequence's
-numbers do not depend on its batch.
+for one row; for a few rows each loaded piece of a weight row serves every row (bfloat16 1.1-1.7x
+PyTorch's speed up to 16 rows, float32 1.2-1.6x at 4 to 12; `benchmarks/README.md`). A row's
+sums run in the same order however many rows share a call, so a sequence's numbers do not
+depend on its batch.
 
 The library is compiled once per machine with the system's C compiler (`cc -O3 -march=native
 -fopenmp`, well under a second) into the user's cache folder and loaded with ctypes. Each
@@ -38,7 +39,11 @@ COMPILE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 COMPILE_TIMEOUT_S = 60
 
 
-BF16_MAX_ROWS = 16  # beyond, PyTorch's bfloat16 matmul is as fast (2 cores, GPT-2 shapes)
+# Row counts where the kernels beat PyTorch's (2-core Xeon, GPT-2 124M's weights streamed):
+# bfloat16 from 1 row (1.6x) to 16 (1.05x); float32 from 4 (1.6x) to 12 (1.25x), where at 1-2
+# rows MKL already streams at memory speed and beyond 12 the activation loads cost more.
+BF16_ROWS = range(1, 17)
+F32_ROWS = range(4, 13)
 INT8_ACTIVATIONS = (torch.float32, torch.bfloat16)
 
 
@@ -57,22 +62,26 @@ def int8_applies(x: torch.Tensor) -> bool:
     )
 
 
-def bf16_applies(x: torch.Tensor, rows: int) -> bool:
-    """Whether gemm_bf16 takes x: bfloat16 CPU rows, at most BF16_MAX_ROWS, and AVX512-BF16."""
-    return (
-        rows <= BF16_MAX_ROWS
-        and x.dtype is torch.bfloat16
-        and x.device.type == "cpu"
-        and _bf16_kernel()
-    )
+def rows_apply(x: torch.Tensor, rows: int) -> bool:
+    """Whether gemm takes x: bfloat16 or float32 CPU rows, as many as that dtype's range."""
+    if x.dtype is torch.bfloat16:
+        return rows in BF16_ROWS and x.device.type == "cpu" and _bf16_kernel()
+    if x.dtype is torch.float32:
+        return rows in F32_ROWS and x.device.type == "cpu" and _library() is not None
+    return False
 
 
-def gemm_bf16(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x (..., K) times weight (N, K)ᵀ plus bias, all bfloat16: (..., N)."""
+def gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x (..., K) times weight (N, K)ᵀ plus bias, all in x's dtype (bfloat16 or float32)."""
     N, K = weight.shape
-    assert weight.dtype == torch.bfloat16 and weight.is_contiguous() and x.shape[-1] == K
+    assert weight.dtype == x.dtype and weight.is_contiguous() and x.shape[-1] == K
     x, bias, y = _operands(x, bias, N)
-    _library().tunesmith_gemm_bf16(
+    kernel = (
+        _library().tunesmith_gemm_bf16
+        if x.dtype is torch.bfloat16
+        else (_library().tunesmith_gemm_f32)
+    )
+    kernel(
         x.data_ptr(), weight.data_ptr(), _ptr(bias), y.data_ptr(), x.numel() // K, N, K,
         torch.get_num_threads(),
     )  # fmt: skip
@@ -119,6 +128,7 @@ def _library() -> ctypes.CDLL | None:
         return None  # the portable loops compiled, but PyTorch's kernels beat them
     ptr, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.tunesmith_gemm_bf16.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, c_int]
+    lib.tunesmith_gemm_f32.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, c_int]
     lib.tunesmith_gemv_int8.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, c_int, c_int]
     return lib
 

@@ -1,14 +1,12 @@
-"""The model's linear layer: nn.Linear, with two kernel choices on the CPU.
+"""The model's linear layer: nn.Linear, with two kernel choices for decoding on the CPU.
 
-bfloat16 products of up to 16 rows (decoding up to 16 sequences) run in tunesmith.gemv, which
-streams the weights 1.1-2x as fast as PyTorch's bfloat16 kernel, where it is built.
-
-Decoding a batch multiplies a few rows (one per sequence) by each weight. For 8 to a few
-hundred rows PyTorch's float32 CPU path for x·Wᵀ runs up to 2x slower than the same product
-taken the other way round, (W·xᵀ)ᵀ, which reads the (out, in) weight as it lies in memory
-(2 cores, torch 2.13, GPT-2 124M shapes; `benchmarks/serve.py`). Below 8 rows, and for the
-large row counts of training, the two are alike and F.linear stays. The result is the same
-product (up to float rounding), in a transposed view that the next operations read as is.
+Decoding multiplies a few rows (one per sequence) by each weight, outside autograd:
+- tunesmith.gemv takes bfloat16 products of 1 to 16 rows and float32 ones of 4 to 12, where it
+  is built: it streams the weights 1.1-1.7x as fast as PyTorch's kernels.
+- Other float32 products of 8 to 256 rows are taken as (W·xᵀ)ᵀ, which PyTorch's CPU path runs
+  up to 2x faster than x·Wᵀ at those sizes (2 cores, torch 2.13, GPT-2 124M shapes).
+Anything else (training's thousands of rows, the GPU) is F.linear. Every path computes the
+same product, up to float rounding.
 """
 
 from __future__ import annotations
@@ -27,8 +25,8 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-        if _few_bf16_rows(x, self.weight, rows):
-            return gemv.gemm_bf16(x, self.weight, self.bias)
+        if _few_rows(x, self.weight, rows):
+            return gemv.gemm(x, self.weight, self.bias)
         if not _transposed_product_pays(x, rows):
             return F.linear(x, self.weight, self.bias)
         flat = x.reshape(rows, x.shape[-1]).t()  # (in, rows)
@@ -39,12 +37,12 @@ class Linear(nn.Linear):
         return y.t().reshape(*x.shape[:-1], self.out_features)  # (out, rows) -> (..., out)
 
 
-def _few_bf16_rows(x: torch.Tensor, weight: torch.Tensor, rows: int) -> bool:
+def _few_rows(x: torch.Tensor, weight: torch.Tensor, rows: int) -> bool:
     # Called for every product of every step: the cheapest tests first.
     return (
-        weight.dtype is torch.bfloat16
+        weight.dtype is x.dtype
         and not torch.is_grad_enabled()
-        and gemv.bf16_applies(x, rows)
+        and gemv.rows_apply(x, rows)
         and weight.is_contiguous()
     )
 
