@@ -35,9 +35,10 @@ static inline int row_group(int64_t left) {
     return left >= 12 ? 12 : left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
 }
 
-/* What compiled in: the caller uses a kernel only where its vector loops did. */
-int tunesmith_int8_simd(void) { return SIMD; }
-int tunesmith_bf16_simd(void) { return BF16_SIMD; }
+/* What compiled in: the caller uses a kernel only where its vector loops did (the int8 and
+ * float32 ones need AVX-512, the bfloat16 ones AVX512-BF16 too). */
+int tunesmith_avx512(void) { return SIMD; }
+int tunesmith_avx512_bf16(void) { return BF16_SIMD; }
 
 static inline float bf16_value(uint16_t bits) {
     uint32_t u = (uint32_t)bits << 16;
@@ -123,105 +124,37 @@ void tunesmith_gemv_int8(const void *xv, const int8_t *w, const void *scale, con
     }
 }
 
-#if BF16_SIMD
-/* MR activation rows by NR weight rows: sums[m * NR + r] = sum_k x[m, k] w[n0 + r, k]. Every
- * (m, r) has its own accumulator, fed 32 products a step by one instruction in the same order
- * whatever MR and NR are: a row's result does not depend on how many rows share the call. */
-#define BF16_BLOCK(MR, NR)                                                                     \
-    static void bf16_block_##MR##x##NR(const uint16_t *x, const uint16_t *w, int64_t n0,       \
-                                       int64_t N, int64_t K, float *sums) {                    \
-        __m512 acc[MR][NR];                                                                    \
-        for (int m = 0; m < MR; m++)                                                           \
-            for (int r = 0; r < NR; r++) acc[m][r] = _mm512_setzero_ps();                      \
-        const char *ahead = (const char *)(w + (n0 + AHEAD_BLOCKS * NR) * K);                  \
-        const char *end = (const char *)(w + N * K);                                           \
-        for (int64_t k = 0, step = 0; k < K; k += 32, step++) {                                \
-            prefetch_block(ahead + step * NR * 64, end, NR * 64);                              \
-            __mmask32 mk =                                                                     \
-                K - k >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (K - k)) - 1);       \
-            __m512bh wv[NR];                                                                   \
-            for (int r = 0; r < NR; r++)                                                       \
-                wv[r] = (__m512bh)_mm512_maskz_loadu_epi16(mk, w + (n0 + r) * K + k);          \
-            for (int m = 0; m < MR; m++) {                                                     \
-                __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(mk, x + m * K + k);           \
-                for (int r = 0; r < NR; r++) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], wv[r], xv); \
-            }                                                                                  \
-        }                                                                                      \
-        for (int m = 0; m < MR; m++)                                                           \
-            for (int r = 0; r < NR; r++) sums[m * NR + r] = _mm512_reduce_add_ps(acc[m][r]);  \
-    }
-
-BF16_BLOCK(1, 8)
-BF16_BLOCK(2, 8)
-BF16_BLOCK(4, 6)
-BF16_BLOCK(8, 3)
-BF16_BLOCK(12, 2)
-BF16_BLOCK(1, 1)
-BF16_BLOCK(2, 1)
-BF16_BLOCK(4, 1)
-BF16_BLOCK(8, 1)
-BF16_BLOCK(12, 1)
-
-typedef void (*bf16_block_fn)(const uint16_t *, const uint16_t *, int64_t, int64_t, int64_t,
-                              float *);
-
-/* MR rows of x (a row_group) times all of w: blocks of NR weight rows, then the rows left over
- * one at a time (the same sums, so every weight row gets the same arithmetic). */
-static void bf16_rows(const uint16_t *x, const uint16_t *w, const uint16_t *bias, uint16_t *y,
-                      int MR, int64_t N, int64_t K, int threads) {
-    bf16_block_fn block = MR == 12 ? bf16_block_12x2
-                          : MR == 8  ? bf16_block_8x3
-                          : MR == 4  ? bf16_block_4x6
-                          : MR == 2  ? bf16_block_2x8
-                                     : bf16_block_1x8;
-    bf16_block_fn single = MR == 12 ? bf16_block_12x1
-                           : MR == 8  ? bf16_block_8x1
-                           : MR == 4  ? bf16_block_4x1
-                           : MR == 2  ? bf16_block_2x1
-                                      : bf16_block_1x1;
-    int NR = ROW_BLOCK(MR);
-    int64_t blocks = N / NR;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t b = 0; b <= blocks; b++) { /* b == blocks: the rows left over */
-        float sums[32];
-        int64_t first = b * NR, last = b < blocks ? first + NR : N;
-        for (int64_t n = first; n < last; n += (b < blocks ? NR : 1)) {
-            int nr = b < blocks ? NR : 1;
-            (b < blocks ? block : single)(x, w, n, N, K, sums);
-            for (int m = 0; m < MR; m++)
-                for (int r = 0; r < nr; r++) {
-                    float s = sums[m * nr + r] + (bias ? bf16_value(bias[n + r]) : 0.0f);
-                    y[m * N + n + r] = bf16_bits(s);
-                }
-        }
-    }
-}
-#endif
-
 #if SIMD
-/* The float32 counterpart: 16 products a step per accumulator, by fused multiply-adds. */
-#define F32_BLOCK(MR, NR)                                                                      \
-    static void f32_block_##MR##x##NR(const float *x, const float *w, int64_t n0, int64_t N,  \
-                                      int64_t K, float *sums) {                                \
+/* MR activation rows by NR weight rows: sums[m * NR + r] = sum_k x[m, k] w[n0 + r, k]. Every
+ * (m, r) has its own accumulator, fed a piece of k at a time in the same order whatever MR and
+ * NR are: a row's result does not depend on how many rows share the call. */
+#define BLOCK(NAME, MR, NR, T, VEC, PIECE, MASK, LOAD, MAC)                                    \
+    static void NAME##_##MR##x##NR(const void *xv, const void *wv_, int64_t n0, int64_t N,     \
+                                   int64_t K, float *sums) {                                   \
+        const T *x = (const T *)xv, *w = (const T *)wv_;                                       \
         __m512 acc[MR][NR];                                                                    \
         for (int m = 0; m < MR; m++)                                                           \
             for (int r = 0; r < NR; r++) acc[m][r] = _mm512_setzero_ps();                      \
         const char *ahead = (const char *)(w + (n0 + AHEAD_BLOCKS * NR) * K);                  \
         const char *end = (const char *)(w + N * K);                                           \
-        for (int64_t k = 0, step = 0; k < K; k += 16, step++) {                                \
-            prefetch_block(ahead + step * NR * 64, end, NR * 64);                              \
-            __mmask16 mk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1); \
-            __m512 wv[NR];                                                                     \
-            for (int r = 0; r < NR; r++) wv[r] = _mm512_maskz_loadu_ps(mk, w + (n0 + r) * K + k); \
+        for (int64_t k = 0, step = 0; k < K; k += PIECE, step++) {                             \
+            prefetch_block(ahead + step * NR * 64, end, NR * 64); /* a piece is 64 bytes */   \
+            MASK mk = K - k >= PIECE ? (MASK)~0u : (MASK)((1u << (K - k)) - 1);                \
+            VEC wv[NR];                                                                        \
+            for (int r = 0; r < NR; r++) wv[r] = LOAD(mk, w + (n0 + r) * K + k);               \
             for (int m = 0; m < MR; m++) {                                                     \
-                __m512 xv = _mm512_maskz_loadu_ps(mk, x + m * K + k);                          \
-                for (int r = 0; r < NR; r++) acc[m][r] = _mm512_fmadd_ps(wv[r], xv, acc[m][r]); \
+                VEC xm = LOAD(mk, x + m * K + k);                                              \
+                for (int r = 0; r < NR; r++) acc[m][r] = MAC(acc[m][r], wv[r], xm);           \
             }                                                                                  \
         }                                                                                      \
         for (int m = 0; m < MR; m++)                                                           \
             for (int r = 0; r < NR; r++) sums[m * NR + r] = _mm512_reduce_add_ps(acc[m][r]);  \
     }
 
+/* float32: 16 products a piece per accumulator, by fused multiply-adds. */
+#define F32_LOAD(mk, p) _mm512_maskz_loadu_ps(mk, p)
+#define F32_MAC(acc, w, x) _mm512_fmadd_ps(w, x, acc)
+#define F32_BLOCK(MR, NR) BLOCK(f32, MR, NR, float, __m512, 16, __mmask16, F32_LOAD, F32_MAC)
 F32_BLOCK(1, 8)
 F32_BLOCK(2, 8)
 F32_BLOCK(4, 6)
@@ -233,62 +166,90 @@ F32_BLOCK(4, 1)
 F32_BLOCK(8, 1)
 F32_BLOCK(12, 1)
 
-typedef void (*f32_block_fn)(const float *, const float *, int64_t, int64_t, int64_t, float *);
+typedef void (*block_fn)(const void *, const void *, int64_t, int64_t, int64_t, float *);
 
-static void f32_rows(const float *x, const float *w, const float *bias, float *y, int MR,
-                     int64_t N, int64_t K, int threads) {
-    f32_block_fn block = MR == 12 ? f32_block_12x2
-                         : MR == 8  ? f32_block_8x3
-                         : MR == 4  ? f32_block_4x6
-                         : MR == 2  ? f32_block_2x8
-                                    : f32_block_1x8;
-    f32_block_fn single = MR == 12 ? f32_block_12x1
-                          : MR == 8  ? f32_block_8x1
-                          : MR == 4  ? f32_block_4x1
-                          : MR == 2  ? f32_block_2x1
-                                     : f32_block_1x1;
+/* By row group (1, 2, 4, 8, 12 rows): the block of ROW_BLOCK weight rows, then the one-row block
+ * for the weight rows left over. */
+static const block_fn f32_blocks[2][5] = {
+    {f32_1x8, f32_2x8, f32_4x6, f32_8x3, f32_12x2},
+    {f32_1x1, f32_2x1, f32_4x1, f32_8x1, f32_12x1},
+};
+
+#if BF16_SIMD
+/* bfloat16: 32 products a piece per accumulator by one instruction (exact products, float32
+ * sums). */
+#define BF16_LOAD(mk, p) ((__m512bh)_mm512_maskz_loadu_epi16(mk, p))
+#define BF16_MAC(acc, w, x) _mm512_dpbf16_ps(acc, w, x)
+#define BF16_BLOCK(MR, NR) BLOCK(bf16, MR, NR, uint16_t, __m512bh, 32, __mmask32, BF16_LOAD, BF16_MAC)
+BF16_BLOCK(1, 8)
+BF16_BLOCK(2, 8)
+BF16_BLOCK(4, 6)
+BF16_BLOCK(8, 3)
+BF16_BLOCK(12, 2)
+BF16_BLOCK(1, 1)
+BF16_BLOCK(2, 1)
+BF16_BLOCK(4, 1)
+BF16_BLOCK(8, 1)
+BF16_BLOCK(12, 1)
+
+static const block_fn bf16_blocks[2][5] = {
+    {bf16_1x8, bf16_2x8, bf16_4x6, bf16_8x3, bf16_12x2},
+    {bf16_1x1, bf16_2x1, bf16_4x1, bf16_8x1, bf16_12x1},
+};
+#endif
+
+/* MR rows of x (a row_group) times all of w: blocks of NR weight rows, then the rows left over
+ * one at a time (the same sums, so every weight row gets the same arithmetic). */
+static void group_times_w(const void *x, const void *w, const void *bias, void *y, int MR,
+                          int64_t N, int64_t K, int threads, int bf16,
+                          const block_fn blocks[2][5]) {
+    int g = MR == 12 ? 4 : MR == 8 ? 3 : MR == 4 ? 2 : MR == 2 ? 1 : 0;
     int NR = ROW_BLOCK(MR);
-    int64_t blocks = N / NR;
+    int64_t blocks_n = N / NR;
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t b = 0; b <= blocks; b++) { /* b == blocks: the rows left over */
+    for (int64_t b = 0; b <= blocks_n; b++) { /* b == blocks_n: the rows left over */
         float sums[32];
-        int64_t first = b * NR, last = b < blocks ? first + NR : N;
-        for (int64_t n = first; n < last; n += (b < blocks ? NR : 1)) {
-            int nr = b < blocks ? NR : 1;
-            (b < blocks ? block : single)(x, w, n, N, K, sums);
+        int nr = b < blocks_n ? NR : 1;
+        int64_t first = b * NR, last = b < blocks_n ? first + NR : N;
+        for (int64_t n = first; n < last; n += nr) {
+            blocks[b < blocks_n ? 0 : 1][g](x, w, n, N, K, sums);
             for (int m = 0; m < MR; m++)
                 for (int r = 0; r < nr; r++)
-                    y[m * N + n + r] = sums[m * nr + r] + (bias ? bias[n + r] : 0.0f);
+                    store(y, bf16, m * N + n + r,
+                          sums[m * nr + r] + (bias ? value(bias, bf16, n + r) : 0.0f));
         }
+    }
+}
+
+/* y (M, N) = x (M, K) wᵀ + bias; the rows of x go in row groups, each streaming the weights once. */
+static void rows_times_w(const void *x, const void *w, const void *bias, void *y, int64_t M,
+                         int64_t N, int64_t K, int threads, int bf16,
+                         const block_fn blocks[2][5]) {
+    int64_t bytes = bf16 ? 2 : 4;
+    for (int64_t m0 = 0; m0 < M;) {
+        int MR = row_group(M - m0);
+        group_times_w((const char *)x + m0 * K * bytes, w, bias, (char *)y + m0 * N * bytes, MR,
+                      N, K, threads, bf16, blocks);
+        m0 += MR;
     }
 }
 #endif
 
-/* y (M, N) = x (M, K) wᵀ + bias, all float32, w (N, K) row-major, bias may be NULL; the rows of
- * x go in groups (row_group): each group streams the weights once. */
+/* y (M, N) = x (M, K) wᵀ + bias, all float32, w (N, K) row-major, bias may be NULL. */
 void tunesmith_gemm_f32(const float *x, const float *w, const float *bias, float *y, int64_t M,
                         int64_t N, int64_t K, int threads) {
 #if SIMD
-    for (int64_t m0 = 0; m0 < M;) {
-        int MR = row_group(M - m0);
-        f32_rows(x + m0 * K, w, bias, y + m0 * N, MR, N, K, threads);
-        m0 += MR;
-    }
+    rows_times_w(x, w, bias, y, M, N, K, threads, 0, f32_blocks);
 #else
     (void)x, (void)w, (void)bias, (void)y, (void)M, (void)N, (void)K, (void)threads;
 #endif
 }
 
-/* y (M, N) = x (M, K) wᵀ + bias, all bfloat16, w (N, K) row-major, bias may be NULL. The rows
- * of x go in groups (row_group): each group streams the weights once. */
+/* The same in bfloat16 (x, w, bias and y). */
 void tunesmith_gemm_bf16(const uint16_t *x, const uint16_t *w, const uint16_t *bias, uint16_t *y,
                          int64_t M, int64_t N, int64_t K, int threads) {
 #if BF16_SIMD
-    for (int64_t m0 = 0; m0 < M;) {
-        int MR = row_group(M - m0);
-        bf16_rows(x + m0 * K, w, bias, y + m0 * N, MR, N, K, threads);
-        m0 += MR;
-    }
+    rows_times_w(x, w, bias, y, M, N, K, threads, 1, bf16_blocks);
 #else
     (void)x, (void)w, (void)bias, (void)y, (void)M, (void)N, (void)K, (void)threads;
 #endif

@@ -76,11 +76,8 @@ def gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> to
     N, K = weight.shape
     assert weight.dtype == x.dtype and weight.is_contiguous() and x.shape[-1] == K
     x, bias, y = _operands(x, bias, N)
-    kernel = (
-        _library().tunesmith_gemm_bf16
-        if x.dtype is torch.bfloat16
-        else (_library().tunesmith_gemm_f32)
-    )
+    lib = _library()
+    kernel = lib.tunesmith_gemm_bf16 if x.dtype is torch.bfloat16 else lib.tunesmith_gemm_f32
     kernel(
         x.data_ptr(), weight.data_ptr(), _ptr(bias), y.data_ptr(), x.numel() // K, N, K,
         torch.get_num_threads(),
@@ -124,7 +121,7 @@ def _library() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(str(_built()))
     except (OSError, subprocess.SubprocessError):
         return None
-    if not lib.tunesmith_int8_simd():
+    if not lib.tunesmith_avx512():
         return None  # the portable loops compiled, but PyTorch's kernels beat them
     ptr, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.tunesmith_gemm_bf16.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, c_int]
@@ -136,7 +133,7 @@ def _library() -> ctypes.CDLL | None:
 @functools.cache
 def _bf16_kernel() -> bool:
     lib = _library()
-    return lib is not None and bool(lib.tunesmith_bf16_simd())
+    return lib is not None and bool(lib.tunesmith_avx512_bf16())
 
 
 def _built() -> Path:
