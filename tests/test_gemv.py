@@ -84,14 +84,16 @@ def test_float32_rows_do_not_depend_on_the_rows_beside_them():
 @needs_kernels
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("activations", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 3, 8, 16])
 @pytest.mark.parametrize("N, K", SHAPES)
-def test_int8_weights_match_their_dequantized_product(N, K, activations, bias):
-    torch.manual_seed(N * K)
+def test_int8_weights_match_their_dequantized_product(N, K, rows, activations, bias):
+    torch.manual_seed(N * K + rows)
     q = torch.randint(-127, 128, (N, K), dtype=torch.int8)
     scale = (torch.rand(N) / 100).to(activations)
     b = torch.randn(N).to(activations) if bias else None
-    x = torch.randn(1, K).to(activations)
-    y = gemv.gemv_int8(x, q, scale, b)
+    x = torch.randn(rows, K).to(activations)
+    y = gemv.gemm_int8(x, q, scale, b)
+    assert y.shape == (rows, N) and y.dtype == activations
     reference = x.double() @ (q.double() * scale.double()[:, None]).t()
     if bias:
         reference += b.double()
@@ -119,7 +121,7 @@ def test_decoding_one_sequence_gives_pytorch_kernels_logits(quantize, monkeypatc
         return torch.cat(steps, dim=1).float()
 
     ours = decode()
-    monkeypatch.setattr(gemv, "int8_applies", lambda x: False)  # PyTorch's kernels throughout
+    monkeypatch.setattr(gemv, "int8_rows_apply", lambda x, rows: False)  # PyTorch's throughout
     monkeypatch.setattr(gemv, "rows_apply", lambda x, rows: False)
     theirs = decode()
     assert (ours - theirs).abs().max() <= 0.05 * theirs.abs().max()  # bfloat16's rounding

@@ -9,6 +9,7 @@
  * the block AHEAD_BLOCKS ahead while it works.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
@@ -24,7 +25,6 @@
 #endif
 
 #define AHEAD_BLOCKS 2
-#define INT8_ROWS 8 /* weight rows per block of the int8 kernel */
 
 /* Activation rows are taken 12, 8, 4, 2 or 1 at a time (each group streams the weights once),
  * with as many weight rows per block as the 32 vector registers allow: MR * NR accumulators +
@@ -72,78 +72,30 @@ static inline void prefetch_block(const char *ahead, const char *end, int64_t by
         if (ahead + line < end) _mm_prefetch(ahead + line, _MM_HINT_T1);
 }
 
-/* Sums over k of w[n0 + r, k] x[k] for r < INT8_ROWS. */
-static void int8_block(const float *x, const int8_t *w, int64_t n0, int64_t N, int64_t K,
-                       float *sums) {
-    __m512 acc[INT8_ROWS];
-    for (int r = 0; r < INT8_ROWS; r++) acc[r] = _mm512_setzero_ps();
-    const char *ahead = (const char *)(w + (n0 + AHEAD_BLOCKS * INT8_ROWS) * K);
-    const char *end = (const char *)(w + N * K);
-    for (int64_t k = 0, step = 0; k < K; k += 16, step++) {
-        /* the block consumes INT8_ROWS * 16 bytes a step: fetch as much of the future one */
-        prefetch_block(ahead + step * INT8_ROWS * 16, end, INT8_ROWS * 16);
-        __mmask16 m = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
-        __m512 xv = _mm512_maskz_loadu_ps(m, x + k);
-        for (int r = 0; r < INT8_ROWS; r++) {
-            __m128i q = _mm_maskz_loadu_epi8(m, w + (n0 + r) * K + k);
-            __m512 wv = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
-            acc[r] = _mm512_fmadd_ps(wv, xv, acc[r]);
-        }
-    }
-    for (int r = 0; r < INT8_ROWS; r++) sums[r] = _mm512_reduce_add_ps(acc[r]);
-}
 #endif
-
-/* One row: y[n] = scale[n] * sum_k w[n,k] x[k] + bias[n]; w int8 (N, K), row-major; bias may be
- * NULL. */
-void tunesmith_gemv_int8(const void *xv, const int8_t *w, const void *scale, const void *bias,
-                         void *y, int64_t N, int64_t K, int threads, int bf16) {
-    float xbuf[K];
-    for (int64_t k = 0; k < K; k++) xbuf[k] = value(xv, bf16, k);
-    const float *x = xbuf;
-    int64_t blocks = (N + INT8_ROWS - 1) / INT8_ROWS;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t b = 0; b < blocks; b++) {
-        int64_t n0 = b * INT8_ROWS;
-        float sums[INT8_ROWS];
-#if SIMD
-        if (n0 + INT8_ROWS <= N) {
-            int8_block(x, w, n0, N, K, sums);
-        } else
-#endif
-        {
-            for (int64_t n = n0; n < N && n < n0 + INT8_ROWS; n++) {
-                float s = 0.0f;
-                for (int64_t k = 0; k < K; k++) s += (float)w[n * K + k] * x[k];
-                sums[n - n0] = s;
-            }
-        }
-        for (int64_t n = n0; n < N && n < n0 + INT8_ROWS; n++)
-            store(y, bf16, n,
-                  sums[n - n0] * value(scale, bf16, n) + (bias ? value(bias, bf16, n) : 0.0f));
-    }
-}
 
 #if SIMD
 /* MR activation rows by NR weight rows: sums[m * NR + r] = sum_k x[m, k] w[n0 + r, k]. Every
  * (m, r) has its own accumulator, fed a piece of k at a time in the same order whatever MR and
  * NR are: a row's result does not depend on how many rows share the call. */
-#define BLOCK(NAME, MR, NR, T, VEC, PIECE, MASK, LOAD, MAC)                                    \
+#define BLOCK(NAME, MR, NR, TW, TX, PIECE, WBYTES, MASK, WLOAD, XLOAD, MAC)                   \
     static void NAME##_##MR##x##NR(const void *xv, const void *wv_, int64_t n0, int64_t N,     \
                                    int64_t K, float *sums) {                                   \
-        const T *x = (const T *)xv, *w = (const T *)wv_;                                       \
+        const TX *x = (const TX *)xv;                                                          \
+        const TW *w = (const TW *)wv_;                                                         \
         __m512 acc[MR][NR];                                                                    \
         for (int m = 0; m < MR; m++)                                                           \
             for (int r = 0; r < NR; r++) acc[m][r] = _mm512_setzero_ps();                      \
         const char *ahead = (const char *)(w + (n0 + AHEAD_BLOCKS * NR) * K);                  \
         const char *end = (const char *)(w + N * K);                                           \
         for (int64_t k = 0, step = 0; k < K; k += PIECE, step++) {                             \
-            prefetch_block(ahead + step * NR * 64, end, NR * 64); /* a piece is 64 bytes */   \
+            /* the block reads NR * PIECE * WBYTES bytes a step: fetch as much of a later one */ \
+            prefetch_block(ahead + step * NR * PIECE * WBYTES, end, NR * PIECE * WBYTES);      \
             MASK mk = K - k >= PIECE ? (MASK)~0u : (MASK)((1u << (K - k)) - 1);                \
-            VEC wv[NR];                                                                        \
-            for (int r = 0; r < NR; r++) wv[r] = LOAD(mk, w + (n0 + r) * K + k);               \
+            __typeof__(WLOAD(mk, w)) wv[NR];                                                   \
+            for (int r = 0; r < NR; r++) wv[r] = WLOAD(mk, w + (n0 + r) * K + k);              \
             for (int m = 0; m < MR; m++) {                                                     \
-                VEC xm = LOAD(mk, x + m * K + k);                                              \
+                __typeof__(XLOAD(mk, x)) xm = XLOAD(mk, x + m * K + k);                        \
                 for (int r = 0; r < NR; r++) acc[m][r] = MAC(acc[m][r], wv[r], xm);           \
             }                                                                                  \
         }                                                                                      \
@@ -154,7 +106,8 @@ void tunesmith_gemv_int8(const void *xv, const int8_t *w, const void *scale, con
 /* float32: 16 products a piece per accumulator, by fused multiply-adds. */
 #define F32_LOAD(mk, p) _mm512_maskz_loadu_ps(mk, p)
 #define F32_MAC(acc, w, x) _mm512_fmadd_ps(w, x, acc)
-#define F32_BLOCK(MR, NR) BLOCK(f32, MR, NR, float, __m512, 16, __mmask16, F32_LOAD, F32_MAC)
+#define F32_BLOCK(MR, NR) \
+    BLOCK(f32, MR, NR, float, float, 16, 4, __mmask16, F32_LOAD, F32_LOAD, F32_MAC)
 F32_BLOCK(1, 8)
 F32_BLOCK(2, 8)
 F32_BLOCK(4, 6)
@@ -175,12 +128,33 @@ static const block_fn f32_blocks[2][5] = {
     {f32_1x1, f32_2x1, f32_4x1, f32_8x1, f32_12x1},
 };
 
+/* int8 weights (converted to float32 in registers) times float32 x. */
+#define INT8_LOAD(mk, p) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mk, p)))
+#define INT8_BLOCK(MR, NR) \
+    BLOCK(int8, MR, NR, int8_t, float, 16, 1, __mmask16, INT8_LOAD, F32_LOAD, F32_MAC)
+INT8_BLOCK(1, 8)
+INT8_BLOCK(2, 8)
+INT8_BLOCK(4, 6)
+INT8_BLOCK(8, 3)
+INT8_BLOCK(12, 2)
+INT8_BLOCK(1, 1)
+INT8_BLOCK(2, 1)
+INT8_BLOCK(4, 1)
+INT8_BLOCK(8, 1)
+INT8_BLOCK(12, 1)
+
+static const block_fn int8_blocks[2][5] = {
+    {int8_1x8, int8_2x8, int8_4x6, int8_8x3, int8_12x2},
+    {int8_1x1, int8_2x1, int8_4x1, int8_8x1, int8_12x1},
+};
+
 #if BF16_SIMD
 /* bfloat16: 32 products a piece per accumulator by one instruction (exact products, float32
  * sums). */
 #define BF16_LOAD(mk, p) ((__m512bh)_mm512_maskz_loadu_epi16(mk, p))
 #define BF16_MAC(acc, w, x) _mm512_dpbf16_ps(acc, w, x)
-#define BF16_BLOCK(MR, NR) BLOCK(bf16, MR, NR, uint16_t, __m512bh, 32, __mmask32, BF16_LOAD, BF16_MAC)
+#define BF16_BLOCK(MR, NR) \
+    BLOCK(bf16, MR, NR, uint16_t, uint16_t, 32, 2, __mmask32, BF16_LOAD, BF16_LOAD, BF16_MAC)
 BF16_BLOCK(1, 8)
 BF16_BLOCK(2, 8)
 BF16_BLOCK(4, 6)
@@ -200,8 +174,8 @@ static const block_fn bf16_blocks[2][5] = {
 
 /* MR rows of x (a row_group) times all of w: blocks of NR weight rows, then the rows left over
  * one at a time (the same sums, so every weight row gets the same arithmetic). */
-static void group_times_w(const void *x, const void *w, const void *bias, void *y, int MR,
-                          int64_t N, int64_t K, int threads, int bf16,
+static void group_times_w(const void *x, const void *w, const void *scale, const void *bias,
+                          void *y, int MR, int64_t N, int64_t K, int threads, int bf16,
                           const block_fn blocks[2][5]) {
     int g = MR == 12 ? 4 : MR == 8 ? 3 : MR == 4 ? 2 : MR == 2 ? 1 : 0;
     int NR = ROW_BLOCK(MR);
@@ -214,22 +188,24 @@ static void group_times_w(const void *x, const void *w, const void *bias, void *
         for (int64_t n = first; n < last; n += nr) {
             blocks[b < blocks_n ? 0 : 1][g](x, w, n, N, K, sums);
             for (int m = 0; m < MR; m++)
-                for (int r = 0; r < nr; r++)
-                    store(y, bf16, m * N + n + r,
-                          sums[m * nr + r] + (bias ? value(bias, bf16, n + r) : 0.0f));
+                for (int r = 0; r < nr; r++) {
+                    float s = sums[m * nr + r] * (scale ? value(scale, bf16, n + r) : 1.0f);
+                    store(y, bf16, m * N + n + r, s + (bias ? value(bias, bf16, n + r) : 0.0f));
+                }
         }
     }
 }
 
-/* y (M, N) = x (M, K) wᵀ + bias; the rows of x go in row groups, each streaming the weights once. */
-static void rows_times_w(const void *x, const void *w, const void *bias, void *y, int64_t M,
-                         int64_t N, int64_t K, int threads, int bf16,
-                         const block_fn blocks[2][5]) {
-    int64_t bytes = bf16 ? 2 : 4;
+/* y (M, N) = x (M, K) wᵀ (* scale) + bias; the rows of x go in row groups, each streaming the
+ * weights once. x holds x_bytes a number, y, scale and bias bfloat16 or float32. */
+static void rows_times_w(const void *x, int64_t x_bytes, const void *w, const void *scale,
+                         const void *bias, void *y, int64_t M, int64_t N, int64_t K, int threads,
+                         int bf16, const block_fn blocks[2][5]) {
+    int64_t y_bytes = bf16 ? 2 : 4;
     for (int64_t m0 = 0; m0 < M;) {
         int MR = row_group(M - m0);
-        group_times_w((const char *)x + m0 * K * bytes, w, bias, (char *)y + m0 * N * bytes, MR,
-                      N, K, threads, bf16, blocks);
+        group_times_w((const char *)x + m0 * K * x_bytes, w, scale, bias,
+                      (char *)y + m0 * N * y_bytes, MR, N, K, threads, bf16, blocks);
         m0 += MR;
     }
 }
@@ -239,7 +215,7 @@ static void rows_times_w(const void *x, const void *w, const void *bias, void *y
 void tunesmith_gemm_f32(const float *x, const float *w, const float *bias, float *y, int64_t M,
                         int64_t N, int64_t K, int threads) {
 #if SIMD
-    rows_times_w(x, w, bias, y, M, N, K, threads, 0, f32_blocks);
+    rows_times_w(x, 4, w, NULL, bias, y, M, N, K, threads, 0, f32_blocks);
 #else
     (void)x, (void)w, (void)bias, (void)y, (void)M, (void)N, (void)K, (void)threads;
 #endif
@@ -249,8 +225,25 @@ void tunesmith_gemm_f32(const float *x, const float *w, const float *bias, float
 void tunesmith_gemm_bf16(const uint16_t *x, const uint16_t *w, const uint16_t *bias, uint16_t *y,
                          int64_t M, int64_t N, int64_t K, int threads) {
 #if BF16_SIMD
-    rows_times_w(x, w, bias, y, M, N, K, threads, 1, bf16_blocks);
+    rows_times_w(x, 2, w, NULL, bias, y, M, N, K, threads, 1, bf16_blocks);
 #else
     (void)x, (void)w, (void)bias, (void)y, (void)M, (void)N, (void)K, (void)threads;
 #endif
+}
+
+/* y (M, N) = (x (M, K) wᵀ) * scale + bias, w int8 (N, K) row-major with a scale per row; x, y,
+ * scale and bias float32, or bfloat16 when `bf16` (x is read as float32 either way). */
+int tunesmith_gemm_int8(const void *x, const int8_t *w, const void *scale, const void *bias,
+                        void *y, int64_t M, int64_t N, int64_t K, int threads, int bf16) {
+#if SIMD
+    float *xf = malloc((size_t)(M * K) * sizeof(float));
+    if (!xf) return 1;
+    for (int64_t i = 0; i < M * K; i++) xf[i] = value(x, bf16, i);
+    rows_times_w(xf, 4, w, scale, bias, y, M, N, K, threads, bf16, int8_blocks);
+    free(xf);
+#else
+    (void)x, (void)w, (void)scale, (void)bias, (void)y, (void)M, (void)N, (void)K, (void)threads,
+        (void)bf16;
+#endif
+    return 0;
 }

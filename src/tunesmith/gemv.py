@@ -1,12 +1,13 @@
-"""Products of a few activation rows with a weight matrix on the CPU, from gemv.c: bfloat16
-weights for 1 to 16 rows (decoding a few sequences), float32 for 4 to 12, int8 for one row.
+"""Products of a few activation rows with a weight matrix on the CPU, from gemv.c: bfloat16 and
+int8 weights for 1 to 16 rows (decoding a few sequences), float32 for 4 to 12.
 
 Decoding reads every weight once per step, so a step is as fast as the weights stream from
 memory. On a 2-core AVX-512 Xeon PyTorch's bfloat16 and int8 kernels stream GPT-2 124M's
 weights at 15 and 11 GB/s, where float32 reaches 28 GB/s: they are bound by converting, not by
 memory. gemv.c converts in registers, keeps many sums in flight and prefetches ahead: 25-28 GB/s
 for one row; for a few rows each loaded piece of a weight row serves every row (bfloat16 1.1-1.7x
-PyTorch's speed up to 16 rows, float32 1.2-1.6x at 4 to 12; `benchmarks/README.md`). A row's
+PyTorch's speed up to 16 rows, int8 1.3-1.9x, float32 1.2-1.6x at 4 to 12;
+`benchmarks/README.md`). A row's
 sums run in the same order however many rows share a call, so a sequence's numbers do not
 depend on its batch.
 
@@ -40,9 +41,11 @@ COMPILE_TIMEOUT_S = 60
 
 
 # Row counts where the kernels beat PyTorch's (2-core Xeon, GPT-2 124M's weights streamed):
-# bfloat16 from 1 row (1.6x) to 16 (1.05x); float32 from 4 (1.6x) to 12 (1.25x), where at 1-2
-# rows MKL already streams at memory speed and beyond 12 the activation loads cost more.
+# bfloat16 from 1 row (1.6x) to 16 (1.05x); int8 from 1 (1.5x) to 16 (1.3x); float32 from 4
+# (1.6x) to 12 (1.25x), where at 1-2 rows MKL already streams at memory speed and beyond 12
+# the activation loads cost more.
 BF16_ROWS = range(1, 17)
+INT8_ROWS = range(1, 17)
 F32_ROWS = range(4, 13)
 INT8_ACTIVATIONS = (torch.float32, torch.bfloat16)
 
@@ -52,10 +55,10 @@ def enabled() -> bool:
     return _library() is not None
 
 
-def int8_applies(x: torch.Tensor) -> bool:
-    """Whether gemv_int8 takes x: one CPU row, and the library here."""
+def int8_rows_apply(x: torch.Tensor, rows: int) -> bool:
+    """Whether gemm_int8 takes x: float32 or bfloat16 CPU rows, at most 16, and the library."""
     return (
-        x.numel() == x.shape[-1]
+        rows in INT8_ROWS
         and x.dtype in INT8_ACTIVATIONS
         and x.device.type == "cpu"
         and _library() is not None
@@ -85,18 +88,20 @@ def gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> to
     return y
 
 
-def gemv_int8(
+def gemm_int8(
     x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
-    """x (..., K), one row, times weight (N, K) in int8 with a scale per row, plus bias."""
+    """x (..., K) times weight (N, K)ᵀ in int8 with a scale per weight row, plus bias."""
     N, K = weight.shape
-    assert x.numel() == K and weight.dtype == torch.int8 and weight.is_contiguous()
+    assert x.shape[-1] == K and weight.dtype == torch.int8 and weight.is_contiguous()
     x, bias, y = _operands(x, bias, N)
     scale = scale.to(x.dtype).contiguous()
-    _library().tunesmith_gemv_int8(
-        x.data_ptr(), weight.data_ptr(), scale.data_ptr(), _ptr(bias), y.data_ptr(), N, K,
-        torch.get_num_threads(), x.dtype == torch.bfloat16,
+    failed = _library().tunesmith_gemm_int8(
+        x.data_ptr(), weight.data_ptr(), scale.data_ptr(), _ptr(bias), y.data_ptr(),
+        x.numel() // K, N, K, torch.get_num_threads(), x.dtype == torch.bfloat16,
     )  # fmt: skip
+    if failed:
+        raise MemoryError(f"no memory for {x.numel()} activations in float32")
     return y
 
 
@@ -126,7 +131,7 @@ def _library() -> ctypes.CDLL | None:
     ptr, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.tunesmith_gemm_bf16.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, c_int]
     lib.tunesmith_gemm_f32.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, c_int]
-    lib.tunesmith_gemv_int8.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, c_int, c_int]
+    lib.tunesmith_gemm_int8.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, c_int, c_int]
     return lib
 
 
