@@ -1,6 +1,6 @@
 /* Products of a few activation rows (decoding: one row per sequence) with a weight matrix on
- * the CPU, y = x Wᵀ (+ bias): W and x in bfloat16 or in float32 (a few rows), or W in int8
- * with a scale per row (x float32 or bfloat16, one row). Built and loaded by gemv.py.
+ * the CPU, y = x Wᵀ (+ bias): W and x both bfloat16 or both float32, or W int8 with a scale per
+ * row (x float32 or bfloat16). Built and loaded by gemv.py, which picks the row counts.
  *
  * Decoding reads every weight once per step, so these are bound by how fast the weights stream
  * from memory. PyTorch's bfloat16 and int8 CPU kernels convert and reduce more slowly than

@@ -4,12 +4,11 @@ int8 weights for 1 to 16 rows (decoding a few sequences), float32 for 4 to 12.
 Decoding reads every weight once per step, so a step is as fast as the weights stream from
 memory. On a 2-core AVX-512 Xeon PyTorch's bfloat16 and int8 kernels stream GPT-2 124M's
 weights at 15 and 11 GB/s, where float32 reaches 28 GB/s: they are bound by converting, not by
-memory. gemv.c converts in registers, keeps many sums in flight and prefetches ahead: 25-28 GB/s
-for one row; for a few rows each loaded piece of a weight row serves every row (bfloat16 1.1-1.7x
-PyTorch's speed up to 16 rows, int8 1.3-1.9x, float32 1.2-1.6x at 4 to 12;
-`benchmarks/README.md`). A row's
-sums run in the same order however many rows share a call, so a sequence's numbers do not
-depend on its batch.
+memory. gemv.c converts in registers, keeps many sums in flight and prefetches ahead: 25-28
+GB/s for one row. For a few rows each loaded piece of a weight row serves every row: bfloat16
+1.1-1.7x PyTorch's speed up to 16 rows, int8 1.3-1.9x, float32 1.2-1.6x at 4 to 12
+(`benchmarks/README.md`). A row's sums run in the same order however many rows share a call,
+so a sequence's numbers do not depend on its batch.
 
 The library is compiled once per machine with the system's C compiler (`cc -O3 -march=native
 -fopenmp`, well under a second) into the user's cache folder and loaded with ctypes. Each
