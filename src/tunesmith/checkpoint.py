@@ -274,11 +274,11 @@ def read_config(folder: Path) -> GPT2Config:
     return GPT2Config.from_hf(hf)
 
 
-def read_state_dict(folder: Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """The raw tensors of a checkpoint folder, never unpickling arbitrary objects; floating
-    tensors converted to `dtype` one at a time as they are read (no whole float32 copy)."""
+def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    """The raw tensors of a checkpoint folder, as the files store them (on the CPU, views of
+    the memory-mapped files), never unpickling arbitrary objects."""
     if (folder / SAFETENSORS).is_file():
-        return _load_safetensors(folder / SAFETENSORS, dtype)
+        return _load_safetensors(folder / SAFETENSORS)
     for index_name, loader in (
         (SAFETENSORS_INDEX, _load_safetensors),
         (PYTORCH_BIN_INDEX, _load_bin),
@@ -289,34 +289,28 @@ def read_state_dict(folder: Path, dtype: torch.dtype | None = None) -> dict[str,
             )
             state: dict[str, torch.Tensor] = {}
             for shard in shards:
-                state.update(loader(folder / shard, dtype))
+                state.update(loader(folder / shard))
             return state
     if (folder / PYTORCH_BIN).is_file():
-        return _load_bin(folder / PYTORCH_BIN, dtype)
+        return _load_bin(folder / PYTORCH_BIN)
     raise CheckpointError(
         f"no weights in {folder}: expected {SAFETENSORS} (or shards) or {PYTORCH_BIN}"
     )
 
 
-def _load_safetensors(path: Path, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     with safe_open(path, framework="pt") as f:
-        return {key: _as_dtype(f.get_tensor(key), dtype) for key in f.keys()}
+        return {key: f.get_tensor(key) for key in f.keys()}
 
 
-def _as_dtype(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    if dtype is None or not tensor.is_floating_point():
-        return tensor
-    return tensor.to(dtype)
-
-
-def _load_bin(path: Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+def _load_bin(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # a pickle holding anything but tensors is refused here
         raise CheckpointError(
             f"cannot load {path} safely as plain tensors ({e}); convert it to model.safetensors"
         ) from None
-    return {key: _as_dtype(tensor, dtype) for key, tensor in state.items()}
+    return state
 
 
 def to_tunesmith_names(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -387,7 +381,7 @@ def load_checkpoint(
     folder = resolve_model_dir(source)
     config = read_config(folder)
     model = GPT2(config, init_weights=False)
-    state = _checked_state(model, read_state_dict(folder, None), str(source))
+    state = _checked_state(model, read_state_dict(folder), str(source))
     if dtype is None:
         state = {k: v.to(device) for k, v in state.items()}
     else:
@@ -402,9 +396,12 @@ TRANSPOSE_BLOCK = 64  # source rows per piece of a transposing copy: both sides 
 
 
 def _parameter(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A tensor read from the file as a contiguous parameter in `dtype`. The Conv1D weights
-    come as transposed views: they are copied a block of rows at a time, converting as they
-    go, which takes half the time of one whole-matrix transposing copy and a conversion."""
+    """A tensor read from the file as a contiguous parameter, floating ones in `dtype`, each
+    converted on its own (never a whole float32 copy of the model). The Conv1D weights come as
+    transposed views: they are copied a block of rows at a time, converting as they go, which
+    takes half the time of one whole-matrix transposing copy and a conversion."""
+    if not tensor.is_floating_point():
+        return tensor.contiguous()
     if tensor.dim() != 2 or tensor.is_contiguous():
         return tensor.to(dtype).contiguous()
     out = torch.empty(tensor.shape, dtype=dtype)
