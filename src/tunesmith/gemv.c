@@ -103,73 +103,42 @@ static inline void prefetch_block(const char *ahead, const char *end, int64_t by
             for (int r = 0; r < NR; r++) sums[m * NR + r] = _mm512_reduce_add_ps(acc[m][r]);  \
     }
 
+typedef void (*block_fn)(const void *, const void *, int64_t, int64_t, int64_t, float *);
+
+/* A kernel family: its blocks for each row group (1, 2, 4, 8, 12 activation rows; ROW_BLOCK
+ * weight rows each) and their one-weight-row versions for the rows left over, and the table
+ * NAME_blocks[full or leftover][group] that group_times_w reads. */
+#define FAMILY(NAME, ...)                                                                      \
+    BLOCK(NAME, 1, 8, __VA_ARGS__)                                                             \
+    BLOCK(NAME, 2, 8, __VA_ARGS__)                                                             \
+    BLOCK(NAME, 4, 6, __VA_ARGS__)                                                             \
+    BLOCK(NAME, 8, 3, __VA_ARGS__)                                                             \
+    BLOCK(NAME, 12, 2, __VA_ARGS__)                                                            \
+    BLOCK(NAME, 1, 1, __VA_ARGS__)                                                             \
+    BLOCK(NAME, 2, 1, __VA_ARGS__)                                                             \
+    BLOCK(NAME, 4, 1, __VA_ARGS__)                                                             \
+    BLOCK(NAME, 8, 1, __VA_ARGS__)                                                             \
+    BLOCK(NAME, 12, 1, __VA_ARGS__)                                                            \
+    static const block_fn NAME##_blocks[2][5] = {                                              \
+        {NAME##_1x8, NAME##_2x8, NAME##_4x6, NAME##_8x3, NAME##_12x2},                         \
+        {NAME##_1x1, NAME##_2x1, NAME##_4x1, NAME##_8x1, NAME##_12x1},                         \
+    };
+
 /* float32: 16 products a piece per accumulator, by fused multiply-adds. */
 #define F32_LOAD(mk, p) _mm512_maskz_loadu_ps(mk, p)
 #define F32_MAC(acc, w, x) _mm512_fmadd_ps(w, x, acc)
-#define F32_BLOCK(MR, NR) \
-    BLOCK(f32, MR, NR, float, float, 16, 4, __mmask16, F32_LOAD, F32_LOAD, F32_MAC)
-F32_BLOCK(1, 8)
-F32_BLOCK(2, 8)
-F32_BLOCK(4, 6)
-F32_BLOCK(8, 3)
-F32_BLOCK(12, 2)
-F32_BLOCK(1, 1)
-F32_BLOCK(2, 1)
-F32_BLOCK(4, 1)
-F32_BLOCK(8, 1)
-F32_BLOCK(12, 1)
-
-typedef void (*block_fn)(const void *, const void *, int64_t, int64_t, int64_t, float *);
-
-/* By row group (1, 2, 4, 8, 12 rows): the block of ROW_BLOCK weight rows, then the one-row block
- * for the weight rows left over. */
-static const block_fn f32_blocks[2][5] = {
-    {f32_1x8, f32_2x8, f32_4x6, f32_8x3, f32_12x2},
-    {f32_1x1, f32_2x1, f32_4x1, f32_8x1, f32_12x1},
-};
+FAMILY(f32, float, float, 16, 4, __mmask16, F32_LOAD, F32_LOAD, F32_MAC)
 
 /* int8 weights (converted to float32 in registers) times float32 x. */
 #define INT8_LOAD(mk, p) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mk, p)))
-#define INT8_BLOCK(MR, NR) \
-    BLOCK(int8, MR, NR, int8_t, float, 16, 1, __mmask16, INT8_LOAD, F32_LOAD, F32_MAC)
-INT8_BLOCK(1, 8)
-INT8_BLOCK(2, 8)
-INT8_BLOCK(4, 6)
-INT8_BLOCK(8, 3)
-INT8_BLOCK(12, 2)
-INT8_BLOCK(1, 1)
-INT8_BLOCK(2, 1)
-INT8_BLOCK(4, 1)
-INT8_BLOCK(8, 1)
-INT8_BLOCK(12, 1)
-
-static const block_fn int8_blocks[2][5] = {
-    {int8_1x8, int8_2x8, int8_4x6, int8_8x3, int8_12x2},
-    {int8_1x1, int8_2x1, int8_4x1, int8_8x1, int8_12x1},
-};
+FAMILY(int8, int8_t, float, 16, 1, __mmask16, INT8_LOAD, F32_LOAD, F32_MAC)
 
 #if BF16_SIMD
 /* bfloat16: 32 products a piece per accumulator by one instruction (exact products, float32
  * sums). */
 #define BF16_LOAD(mk, p) ((__m512bh)_mm512_maskz_loadu_epi16(mk, p))
 #define BF16_MAC(acc, w, x) _mm512_dpbf16_ps(acc, w, x)
-#define BF16_BLOCK(MR, NR) \
-    BLOCK(bf16, MR, NR, uint16_t, uint16_t, 32, 2, __mmask32, BF16_LOAD, BF16_LOAD, BF16_MAC)
-BF16_BLOCK(1, 8)
-BF16_BLOCK(2, 8)
-BF16_BLOCK(4, 6)
-BF16_BLOCK(8, 3)
-BF16_BLOCK(12, 2)
-BF16_BLOCK(1, 1)
-BF16_BLOCK(2, 1)
-BF16_BLOCK(4, 1)
-BF16_BLOCK(8, 1)
-BF16_BLOCK(12, 1)
-
-static const block_fn bf16_blocks[2][5] = {
-    {bf16_1x8, bf16_2x8, bf16_4x6, bf16_8x3, bf16_12x2},
-    {bf16_1x1, bf16_2x1, bf16_4x1, bf16_8x1, bf16_12x1},
-};
+FAMILY(bf16, uint16_t, uint16_t, 32, 2, __mmask32, BF16_LOAD, BF16_LOAD, BF16_MAC)
 #endif
 
 /* MR rows of x (a row_group) times all of w: blocks of NR weight rows, then the rows left over
