@@ -10,33 +10,24 @@ GB/s for one row. For a few rows each loaded piece of a weight row serves every 
 (`benchmarks/README.md`). A row's sums run in the same order however many rows share a call,
 so a sequence's numbers do not depend on its batch.
 
-The library is compiled once per machine with the system's C compiler (`cc -O3 -march=native
--fopenmp`, well under a second) into the user's cache folder and loaded with ctypes. Each
+The library is built by tunesmith.native (compiled once per machine into the user's cache). Each
 kernel is used only where its vector loops compiled in (AVX-512; AVX512-BF16 for bfloat16);
 without a compiler, on other CPUs, or with TUNESMITH_CPU_KERNELS=0, PyTorch's kernels run. Its
-OpenMP threads are PyTorch's own (the process's libgomp), as many as torch.get_num_threads().
+OpenMP threads are PyTorch's own, as many as torch.get_num_threads().
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
 from pathlib import Path
 
 import torch
 
-from tunesmith.files import write_atomically
-from tunesmith.host import cache_dir, cpuinfo
+from tunesmith import native
 
 SOURCE = Path(__file__).with_name("gemv.c")
-DISABLE_ENV = "TUNESMITH_CPU_KERNELS"  # "0": PyTorch's kernels only
-COMPILE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
-COMPILE_TIMEOUT_S = 60
+DISABLE_ENV = native.DISABLE_ENV
 
 
 # Row counts where the kernels beat PyTorch's (2-core Xeon, GPT-2 124M's weights streamed):
@@ -119,13 +110,8 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 @functools.cache
 def _library() -> ctypes.CDLL | None:
     """The compiled library (built on first use), or None where it can't be or shouldn't be."""
-    if platform.system() != "Linux" or os.environ.get(DISABLE_ENV, "1") == "0":
-        return None
-    try:
-        lib = ctypes.CDLL(str(_built()))
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if not lib.tunesmith_avx512():
+    lib = native.load(SOURCE)
+    if lib is None or not lib.tunesmith_avx512():
         return None  # the portable loops compiled, but PyTorch's kernels beat them
     ptr, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.tunesmith_gemm_bf16.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, c_int]
@@ -138,30 +124,3 @@ def _library() -> ctypes.CDLL | None:
 def _bf16_kernel() -> bool:
     lib = _library()
     return lib is not None and bool(lib.tunesmith_avx512_bf16())
-
-
-def _built() -> Path:
-    """The library for this source, compiler and CPU, compiled into the cache if not there."""
-    compiler = shutil.which(os.environ.get("CC", "cc"))
-    if compiler is None:
-        raise OSError("no C compiler")
-    key = hashlib.sha256()
-    key.update(SOURCE.read_bytes())
-    key.update(" ".join(COMPILE_FLAGS).encode())
-    key.update(compiler.encode())
-    key.update((cpuinfo("model name") or "").encode() + (cpuinfo("flags") or "").encode())
-    path = cache_dir() / "kernels" / f"gemv-{key.hexdigest()[:16]}.so"
-    if not path.exists():
-        # Built under a temporary name and renamed: processes building at once each get a
-        # whole library, never a half-written one.
-        write_atomically(path, lambda tmp: _compile(compiler, tmp))
-    return path
-
-
-def _compile(compiler: str, out: Path) -> None:
-    subprocess.run(
-        [compiler, *COMPILE_FLAGS, str(SOURCE), "-o", str(out)],
-        check=True,
-        capture_output=True,
-        timeout=COMPILE_TIMEOUT_S,
-    )

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tunesmith import fused
 from tunesmith.errors import CheckpointError, ContextLengthError, UsageError
 from tunesmith.linear import Linear
 
@@ -145,7 +146,7 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = Linear(config.n_embd, 3 * config.n_embd)
         self.c_proj = Linear(config.n_embd, config.n_embd)
         self.attn_dropout = config.attn_pdrop
-        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+        self.resid_dropout = fused.Dropout(config.resid_pdrop)
         self.layer_idx = layer_idx
         head_dim = config.n_embd // config.n_head
         scale = 1.0 / math.sqrt(head_dim) if config.scale_attn_weights else 1.0
@@ -184,7 +185,7 @@ class MLP(nn.Module):
         self.c_fc = Linear(config.n_embd, config.mlp_width)
         self.c_proj = Linear(config.mlp_width, config.n_embd)
         self.act = ACTIVATIONS[config.activation_function]
-        self.dropout = nn.Dropout(config.resid_pdrop)
+        self.dropout = fused.Dropout(config.resid_pdrop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))
@@ -230,7 +231,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.n_positions, config.n_embd)
-        self.drop = nn.Dropout(config.embd_pdrop)
+        self.drop = fused.Dropout(config.embd_pdrop)
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
 
@@ -348,6 +349,8 @@ class GPT2(nn.Module):
         if not torch.compiler.is_compiling():
             keep = targets != IGNORE_INDEX
             h, targets = h[keep], targets[keep]  # (N, C): only positions with a target
+            if fused.takes_head(h, self.lm_head):
+                return fused.head_cross_entropy(h, self.lm_head.weight, targets)
         logits = self.lm_head(h).float()
         return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
 

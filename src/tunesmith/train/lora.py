@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tunesmith.errors import CheckpointError
+from tunesmith.fused import Dropout
 
 ADAPTER_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -36,7 +37,7 @@ class LoRALinear(nn.Module):
             torch.zeros(base.out_features, rank, device=base.weight.device, dtype=base.weight.dtype)
         )
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
         for p in base.parameters():
             p.requires_grad_(False)

@@ -1,0 +1,143 @@
+/* Training's memory-bound steps on the CPU, each done in one pass where PyTorch makes several:
+ * the cross-entropy of the LM head's logits (the loss and its gradient together) and dropout
+ * (a counter-based mask, drawn again in backward rather than stored). Built and loaded by
+ * fused.py, which uses a kernel only where its AVX-512 loops compiled in.
+ */
+#include <math.h>
+#include <stdint.h>
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#include <immintrin.h>
+#define SIMD 1
+#else
+#define SIMD 0
+#endif
+
+int tunesmith_fused_avx512(void) { return SIMD; }
+
+#if SIMD
+
+/* exp(x) for x <= 0, to about 2e-7 relative: x = n ln2 + r with |r| <= ln2 / 2, exp(r) by its
+ * Taylor series to r^7, times 2^n. Below -87.3 the result is a denormal or 0, as expf's. */
+static inline __m512 exp_nonpositive(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x); /* this order keeps a NaN a NaN */
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+static inline __mmask16 tail_mask(int64_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+}
+
+/* One row of logits (V floats) with target t becomes the gradient of its cross-entropy,
+ * softmax - onehot(t), in place; returns the loss, logsumexp - logit[t]. The row (200 KB for
+ * GPT-2) stays in cache across the three passes, so memory sees it read and written once. */
+static double xent_row(float *row, int64_t V, int64_t t) {
+    float target_logit = row[t];
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    for (int64_t j = 0; j < V; j += 16) {
+        __mmask16 k = tail_mask(V - j);
+        m = _mm512_mask_max_ps(m, k, _mm512_maskz_loadu_ps(k, row + j), m);
+    }
+    float max = _mm512_reduce_max_ps(m);
+    if (isnan(max) || isinf(max)) max = 0.0f; /* the loss turns NaN below, as PyTorch's */
+    __m512 vmax = _mm512_set1_ps(max), s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 32 <= V; j += 32) {
+        __m512 e0 = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(row + j), vmax));
+        __m512 e1 = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(row + j + 16), vmax));
+        _mm512_storeu_ps(row + j, e0);
+        _mm512_storeu_ps(row + j + 16, e1);
+        s0 = _mm512_add_ps(s0, e0);
+        s1 = _mm512_add_ps(s1, e1);
+    }
+    for (; j < V; j += 16) {
+        __mmask16 k = tail_mask(V - j);
+        __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, row + j), vmax));
+        _mm512_mask_storeu_ps(row + j, k, e);
+        s0 = _mm512_add_ps(s0, _mm512_maskz_mov_ps(k, e));
+    }
+    double sum = (double)_mm512_reduce_add_ps(s0) + (double)_mm512_reduce_add_ps(s1);
+    __m512 inv = _mm512_set1_ps((float)(1.0 / sum));
+    for (j = 0; j < V; j += 16) {
+        __mmask16 k = tail_mask(V - j);
+        _mm512_mask_storeu_ps(row + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, row + j), inv));
+    }
+    row[t] -= 1.0f;
+    return (double)max + log(sum) - (double)target_logit; /* logsumexp - logit[t] */
+}
+#endif
+
+/* logits (N, V) float32, overwritten with the gradient of the summed cross-entropy;
+ * losses (N,) gets each row's loss. Returns -1 when a target is outside 0..V-1 (nothing is
+ * then meaningful), else 0. */
+int tunesmith_cross_entropy(float *logits, const int64_t *targets, float *losses, int64_t N,
+                            int64_t V, int threads) {
+#if SIMD
+    for (int64_t i = 0; i < N; i++)
+        if (targets[i] < 0 || targets[i] >= V) return -1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < N; i++) losses[i] = (float)xent_row(logits + i * V, V, targets[i]);
+    return 0;
+#else
+    (void)logits, (void)targets, (void)losses, (void)N, (void)V, (void)threads;
+    return -1;
+#endif
+}
+
+#if SIMD
+/* Dropout's mask: element i is kept when hash(seed, i) < keep_threshold (keep probability
+ * times 2^32). The hash is a counter-based generator (two rounds of a 32-bit integer mixer,
+ * keyed by the two halves of the seed), so backward draws the same mask from the same seed
+ * with nothing stored, and the mask does not depend on how the work is split among threads. */
+static inline __m512i mix32(__m512i x) {
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb352d));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846ca68bu));
+    return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+}
+
+static inline __mmask16 keep_mask(uint64_t seed, int64_t i, uint32_t keep_threshold) {
+    __m512i counter = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)i),
+                                       _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                                                         12, 13, 14, 15));
+    __m512i high = _mm512_set1_epi32((int)(uint32_t)((uint64_t)i >> 32));
+    __m512i h = mix32(_mm512_xor_si512(counter, _mm512_set1_epi32((int)(uint32_t)seed)));
+    h = mix32(_mm512_xor_si512(_mm512_add_epi32(h, high),
+                               _mm512_set1_epi32((int)(uint32_t)(seed >> 32))));
+    return _mm512_cmplt_epu32_mask(h, _mm512_set1_epi32((int)keep_threshold));
+}
+#endif
+
+/* y = x * mask * scale for n float32 elements; backward is the same call on the gradient with
+ * the same seed. Elements are taken 16 at a time from index 0, whatever the threads. */
+int tunesmith_dropout(const float *x, float *y, int64_t n, uint64_t seed,
+                      uint32_t keep_threshold, float scale, int threads) {
+#if SIMD
+    int64_t blocks = (n + 15) / 16;
+    __m512 vscale = _mm512_set1_ps(scale);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+        int64_t i = b * 16;
+        __mmask16 k = tail_mask(n - i) & keep_mask(seed, i, keep_threshold);
+        _mm512_mask_storeu_ps(y + i, tail_mask(n - i),
+                              _mm512_maskz_mul_ps(k, _mm512_maskz_loadu_ps(k, x + i), vscale));
+    }
+    return 0;
+#else
+    (void)x, (void)y, (void)n, (void)seed, (void)keep_threshold, (void)scale, (void)threads;
+    return -1;
+#endif
+}

@@ -1,0 +1,128 @@
+"""Training's memory-bound steps on the CPU, from fused.c: the LM head's cross-entropy and dropout.
+
+Between the matrix products, a CPU training step of GPT-2 124M spent about 16% of its time
+in PyTorch's memory-bound kernels (2-core Xeon, LoRA, 32 jokes per batch): log_softmax and
+its backward over the (tokens, 50,257) logits, the zeroed gradient the loss's backward
+writes there, and dropout's Bernoulli draws (a quarter of that by themselves). fused.c does
+each in one pass:
+- cross-entropy: the forward pass turns each row of logits, while it is in cache, into the
+  gradient softmax - onehot(target) and its loss; backward only multiplies that by the weight.
+- dropout: the mask comes from a counter-based hash of a seed drawn from PyTorch's generator
+  (so `torch.manual_seed` still decides it), and backward draws it again instead of storing it.
+Both need float32 on the CPU and the library (AVX-512, a C compiler; see tunesmith.native);
+otherwise, and under torch.compile, PyTorch's own ops run. The numbers are PyTorch's up to
+float rounding; the dropout masks are different draws of the same distribution.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tunesmith import native
+
+SOURCE = Path(__file__).with_name("fused.c")
+SEED_BOUND = 2**62  # seeds are drawn below this from PyTorch's generator
+
+
+def enabled() -> bool:
+    return _library() is not None
+
+
+def takes_head(h: torch.Tensor, head: nn.Module) -> bool:
+    """Whether head_cross_entropy takes the states h through this LM head: a plain float32
+    nn.Linear without bias (not a LoRA or int8 one), outside autocast."""
+    return (
+        isinstance(head, nn.Linear)
+        and head.bias is None
+        and head.weight.dtype is torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and _takes(h)
+    )
+
+
+def head_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of the logits h (N, C) · weight (V, C)ᵀ against targets (N,),
+    every one a token id (where takes_head says so)."""
+    return _HeadCrossEntropy.apply(h, weight, targets)
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout (the same module to PyTorch: `p`, train/eval), drawn by fused.c where it can."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and 0 < self.p < 1 and not self.inplace and _takes(x):
+            return _Dropout.apply(x, self.p)
+        return super().forward(x)
+
+
+def _takes(x: torch.Tensor) -> bool:
+    return (
+        x.dtype is torch.float32
+        and x.device.type == "cpu"
+        and not torch.compiler.is_compiling()
+        and _library() is not None
+    )
+
+
+class _HeadCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, weight, targets):
+        logits = torch.mm(h, weight.t())  # (N, V), about to hold the loss's gradient
+        targets = targets.contiguous()
+        losses = torch.empty(len(targets))
+        failed = _library().tunesmith_cross_entropy(
+            logits.data_ptr(), targets.data_ptr(), losses.data_ptr(), *logits.shape,
+            torch.get_num_threads(),
+        )  # fmt: skip
+        if failed:
+            raise IndexError(f"a target is outside the vocabulary's 0..{weight.shape[0] - 1}")
+        ctx.save_for_backward(logits, h, weight)
+        return losses.sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        dlogits, h, weight = ctx.saved_tensors  # the sum's gradient: softmax - onehot
+        dh = torch.mm(dlogits, weight) * grad if ctx.needs_input_grad[0] else None
+        dweight = torch.mm(dlogits.t(), h) * grad if ctx.needs_input_grad[1] else None
+        return dh, dweight, None
+
+
+class _Dropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, p):
+        ctx.seed = int(torch.randint(SEED_BOUND, ()))
+        ctx.keep_threshold = min(round((1 - p) * 2**32), 2**32 - 1)
+        ctx.scale = 1 / (1 - p)
+        return _masked(x, ctx)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _masked(grad, ctx), None
+
+
+def _masked(x: torch.Tensor, ctx) -> torch.Tensor:
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    _library().tunesmith_dropout(
+        x.data_ptr(), y.data_ptr(), x.numel(), ctx.seed, ctx.keep_threshold, ctx.scale,
+        torch.get_num_threads(),
+    )  # fmt: skip
+    return y
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    lib = native.load(SOURCE)
+    if lib is None or not lib.tunesmith_fused_avx512():
+        return None
+    ptr, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.tunesmith_cross_entropy.argtypes = [ptr, ptr, ptr, i64, i64, c_int]
+    lib.tunesmith_dropout.argtypes = [
+        ptr, ptr, i64, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, c_int,
+    ]  # fmt: skip
+    return lib

@@ -1,0 +1,169 @@
+"""Training's fused CPU kernels (fused.c): PyTorch's cross-entropy numbers, dropout's distribution."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tunesmith import fused
+from tunesmith.model import GPT2, GPT2Config
+
+needs_kernels = pytest.mark.skipif(
+    not fused.enabled(), reason="no C compiler or no AVX-512 here: PyTorch's ops run instead"
+)
+
+
+@pytest.fixture
+def pytorch_ops(monkeypatch):
+    """Turn the fused kernels off: what a machine without them runs."""
+    monkeypatch.setattr(fused, "_library", lambda: None)
+
+
+@needs_kernels
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("N, V", [(1, 17), (7, 16), (33, 1000), (64, 50257)])
+def test_cross_entropy_and_its_gradients_match_float64(N, V, threads, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    torch.manual_seed(N + V)
+    h, weight = torch.randn(N, 48, dtype=torch.float64), torch.randn(V, 48, dtype=torch.float64)
+    targets = torch.randint(0, V, (N,))
+    ref_h, ref_w = h.clone().requires_grad_(), weight.clone().requires_grad_()
+    ref = F.cross_entropy(ref_h @ ref_w.t(), targets, reduction="sum")
+    (ref * 3).backward()
+    ours_h, ours_w = h.float().requires_grad_(), weight.float().requires_grad_()
+    ours = fused.head_cross_entropy(ours_h, ours_w, targets)
+    (ours * 3).backward()
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.allclose(ours_h.grad.double(), ref_h.grad, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(ours_w.grad.double(), ref_w.grad, rtol=1e-4, atol=1e-4)
+
+
+@needs_kernels
+def test_extreme_logits_give_the_loss_pytorch_gives():
+    h = torch.tensor([[1.0], [1.0]])
+    weight = torch.tensor([[0.0], [200.0], [-300.0]])  # probabilities down to e^-500
+    targets = torch.tensor([2, 0])
+    ours = fused.head_cross_entropy(h, weight, targets)
+    ref = F.cross_entropy(h @ weight.t(), targets, reduction="sum")
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-6)  # 500 + 200, not inf
+
+
+@needs_kernels
+def test_a_nan_logit_makes_the_loss_nan():
+    h = torch.tensor([[1.0]])
+    weight = torch.tensor([[0.0], [float("nan")], [1.0]])
+    assert torch.isnan(fused.head_cross_entropy(h, weight, torch.tensor([0])))
+
+
+@needs_kernels
+def test_a_target_outside_the_vocabulary_is_an_error():
+    with pytest.raises(IndexError, match="outside the vocabulary"):
+        fused.head_cross_entropy(torch.randn(2, 4), torch.randn(10, 4), torch.tensor([3, 10]))
+
+
+def tiny_model(dropout: float) -> GPT2:
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=300, n_positions=32, n_embd=32, n_layer=2, n_head=2)
+    config.resid_pdrop = config.embd_pdrop = dropout
+    config.attn_pdrop = 0.0
+    return GPT2(config).train()
+
+
+def loss_and_grads(model: GPT2, seed: int = 1):
+    torch.manual_seed(seed)
+    idx = torch.randint(0, 300, (3, 20))
+    targets = idx.roll(-1, dims=1)
+    targets[:, -1] = -100
+    targets[2, 12:] = -100  # a padded sequence
+    model.zero_grad()
+    loss = model(idx, targets=targets)
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@needs_kernels
+def test_the_model_trains_on_the_same_loss_and_gradients_as_with_pytorch_ops(monkeypatch):
+    model = tiny_model(dropout=0.0)
+    loss, grads = loss_and_grads(model)
+    monkeypatch.setattr(fused, "_library", lambda: None)
+    ref_loss, ref_grads = loss_and_grads(model)
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    for name, grad in grads.items():
+        assert torch.allclose(grad, ref_grads[name], rtol=1e-4, atol=1e-6), name
+
+
+@needs_kernels
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_keeps_each_element_with_probability_1_minus_p_and_scales_it(p):
+    torch.manual_seed(0)
+    x = torch.rand(512, 777) + 0.5  # no zeros of its own
+    y = fused.Dropout(p).train()(x)
+    kept = y != 0
+    n = x.numel()
+    sd = (n * p * (1 - p)) ** 0.5
+    assert abs(kept.sum().item() - n * (1 - p)) < 5 * sd
+    assert torch.allclose(y[kept], x[kept] / (1 - p))
+    # No pattern by position: every vector lane, every row and column keeps about as often.
+    lanes = kept.flatten()[: n // 16 * 16].view(-1, 16).float().mean(0)
+    assert (lanes - (1 - p)).abs().max() < 0.01
+    assert (kept.float().mean(1) - (1 - p)).abs().max() < 5 * (p * (1 - p) / 777) ** 0.5
+    assert (kept.float().mean(0) - (1 - p)).abs().max() < 5 * (p * (1 - p) / 512) ** 0.5
+
+
+@needs_kernels
+def test_dropout_backward_uses_the_forward_mask():
+    x = torch.randn(100, 300, requires_grad=True)
+    y = fused.Dropout(0.3).train()(x)
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    kept = y != 0
+    assert torch.equal(x.grad != 0, kept)
+    assert torch.allclose(x.grad[kept], grad[kept] / 0.7)
+
+
+@needs_kernels
+def test_dropout_masks_follow_torch_seed_and_not_the_threads(monkeypatch):
+    x = torch.randn(64, 1000)
+    drop = fused.Dropout(0.1).train()
+    torch.manual_seed(5)
+    first, second = drop(x), drop(x)
+    assert not torch.equal(first != 0, second != 0)  # each call its own mask
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    torch.manual_seed(5)
+    assert torch.equal(drop(x), first)
+
+
+def test_dropout_is_the_identity_in_eval_and_at_p_0():
+    x = torch.randn(10, 20)
+    assert torch.equal(fused.Dropout(0.1).eval()(x), x)
+    assert torch.equal(fused.Dropout(0.0).train()(x), x)
+
+
+@needs_kernels
+def test_gradient_checkpointing_redraws_the_same_dropout_masks():
+    model = tiny_model(dropout=0.2)
+    loss, grads = loss_and_grads(model)
+    model.gradient_checkpointing = True
+    loss_again, grads_again = loss_and_grads(model)
+    assert loss_again == loss
+    for name, grad in grads.items():
+        assert torch.allclose(grad, grads_again[name], rtol=1e-5, atol=1e-7), name
+
+
+def test_without_the_kernels_pytorch_ops_train(pytorch_ops):
+    model = tiny_model(dropout=0.1)
+    loss, grads = loss_and_grads(model)
+    assert loss > 0 and all(torch.isfinite(g).all() for g in grads.values())
+    x = torch.ones(1000)
+    kept = fused.Dropout(0.5).train()(x) != 0
+    assert 350 < kept.sum() < 650
+
+
+@needs_kernels
+def test_under_bf16_autocast_pytorch_ops_run():
+    model = tiny_model(dropout=0.1)
+    h = torch.randn(4, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fused.takes_head(h, model.lm_head)
+        loss = model(torch.randint(0, 300, (2, 8)), targets=torch.randint(0, 300, (2, 8)))
+    assert torch.isfinite(loss)
+    assert fused.takes_head(h, model.lm_head)
