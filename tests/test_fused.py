@@ -167,3 +167,19 @@ def test_under_bf16_autocast_pytorch_ops_run():
         loss = model(torch.randint(0, 300, (2, 8)), targets=torch.randint(0, 300, (2, 8)))
     assert torch.isfinite(loss)
     assert fused.takes_head(h, model.lm_head)
+
+
+@needs_kernels
+@pytest.mark.parametrize("n", [40000, 32768 * 3 + 5])
+def test_gelu_and_its_gradient_match_pytorch(n):
+    torch.manual_seed(n)
+    x = (torch.randn(n) * 4).requires_grad_()  # out to where tanh saturates
+    x.data[:4] = torch.tensor([0.0, -60.0, 60.0, 1e-4])
+    ours = fused.gelu_tanh(x)
+    grad = torch.randn(n)
+    ours.backward(grad)
+    ref_x = x.detach().double().requires_grad_()
+    ref = F.gelu(ref_x, approximate="tanh")
+    ref.backward(grad.double())
+    assert torch.allclose(ours.double(), ref, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(x.grad.double(), ref_x.grad, rtol=1e-5, atol=1e-5)  # float32 PyTorch: 3e-6

@@ -141,3 +141,73 @@ int tunesmith_dropout(const float *x, float *y, int64_t n, uint64_t seed,
     return -1;
 #endif
 }
+
+#if SIMD
+/* GELU's tanh form, 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3), and its
+ * derivative; tanh(u) = sign(u) (1 - e) / (1 + e) with e = exp(-2|u|) <= 1. */
+#define GELU_C 0.7978845608f /* sqrt(2 / pi) */
+#define GELU_A 0.044715f
+static inline __m512 tanh_of(__m512 u) {
+    __m512 au = _mm512_abs_ps(u);
+    __m512 e = exp_nonpositive(_mm512_mul_ps(au, _mm512_set1_ps(-2.0f)));
+    __m512 one = _mm512_set1_ps(1.0f);
+    __m512 t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
+    /* the sign of u onto t */
+    return _mm512_castsi512_ps(_mm512_or_si512(
+        _mm512_castps_si512(t),
+        _mm512_and_si512(_mm512_castps_si512(u), _mm512_set1_epi32((int)0x80000000u))));
+}
+
+static inline __m512 gelu_u(__m512 x) {
+    __m512 x2 = _mm512_mul_ps(x, x);
+    return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(GELU_C)),
+                         _mm512_fmadd_ps(x2, _mm512_set1_ps(GELU_A), _mm512_set1_ps(1.0f)));
+}
+#endif
+
+/* y = gelu(x) for n float32 elements. */
+int tunesmith_gelu(const float *x, float *y, int64_t n, int threads) {
+#if SIMD
+    int64_t blocks = (n + 15) / 16;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+        __mmask16 k = tail_mask(n - b * 16);
+        __m512 v = _mm512_maskz_loadu_ps(k, x + b * 16);
+        __m512 half_x = _mm512_mul_ps(v, _mm512_set1_ps(0.5f));
+        __m512 out = _mm512_fmadd_ps(half_x, tanh_of(gelu_u(v)), half_x);
+        _mm512_mask_storeu_ps(y + b * 16, k, out);
+    }
+    return 0;
+#else
+    (void)x, (void)y, (void)n, (void)threads;
+    return -1;
+#endif
+}
+
+/* dx = dy * gelu'(x) for n float32 elements. */
+int tunesmith_gelu_backward(const float *x, const float *dy, float *dx, int64_t n, int threads) {
+#if SIMD
+    int64_t blocks = (n + 15) / 16;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+        __mmask16 k = tail_mask(n - b * 16);
+        __m512 v = _mm512_maskz_loadu_ps(k, x + b * 16);
+        __m512 t = tanh_of(gelu_u(v));
+        __m512 one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(0.5f);
+        /* du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2) */
+        __m512 du = _mm512_mul_ps(_mm512_set1_ps(GELU_C),
+                                  _mm512_fmadd_ps(_mm512_mul_ps(v, v),
+                                                  _mm512_set1_ps(3 * GELU_A), one));
+        /* 0.5 (1 + t) + 0.5 x (1 - t^2) du */
+        __m512 grad = _mm512_fmadd_ps(
+            _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_fnmadd_ps(t, t, one)), du,
+            _mm512_mul_ps(half, _mm512_add_ps(one, t)));
+        _mm512_mask_storeu_ps(dx + b * 16, k,
+                              _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dy + b * 16), grad));
+    }
+    return 0;
+#else
+    (void)x, (void)dy, (void)dx, (void)n, (void)threads;
+    return -1;
+#endif
+}

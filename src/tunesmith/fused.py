@@ -1,14 +1,15 @@
-"""Training's memory-bound steps on the CPU, from fused.c: the LM head's cross-entropy and dropout.
+"""Training's memory-bound steps on the CPU, from fused.c: the LM head's cross-entropy, GELU, dropout.
 
 Between the matrix products, a CPU training step of GPT-2 124M spent about 16% of its time
 in PyTorch's memory-bound kernels (2-core Xeon, LoRA, 32 jokes per batch): log_softmax and
 its backward over the (tokens, 50,257) logits, the zeroed gradient the loss's backward
-writes there, and dropout's Bernoulli draws (a quarter of that by themselves). fused.c does
+writes there, dropout's Bernoulli draws (a third of that by themselves) and GELU. fused.c does
 each in one pass:
 - cross-entropy: the forward pass turns each row of logits, while it is in cache, into the
   gradient softmax - onehot(target) and its loss; backward only multiplies that by the weight.
 - dropout: the mask comes from a counter-based hash of a seed drawn from PyTorch's generator
   (so `torch.manual_seed` still decides it), and backward draws it again instead of storing it.
+- GELU (tanh form): tanh from one exponential, forward and backward.
 Both need float32 on the CPU and the library (AVX-512, a C compiler; see tunesmith.native);
 otherwise, and under torch.compile, PyTorch's own ops run. The numbers are PyTorch's up to
 float rounding; the dropout masks are different draws of the same distribution.
@@ -21,12 +22,15 @@ import functools
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tunesmith import native
 
 SOURCE = Path(__file__).with_name("fused.c")
 SEED_BOUND = 2**62  # seeds are drawn below this from PyTorch's generator
+# Below this many elements (decoding's few rows) a call's overhead outweighs the pass it saves.
+FUSED_MIN_ELEMENTS = 32768
 
 
 def enabled() -> bool:
@@ -49,6 +53,13 @@ def head_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Ten
     """Summed cross-entropy of the logits h (N, C) · weight (V, C)ᵀ against targets (N,),
     every one a token id (where takes_head says so)."""
     return _HeadCrossEntropy.apply(h, weight, targets)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU's tanh approximation (GPT-2's `gelu_new`), F.gelu(x, approximate="tanh")."""
+    if x.numel() >= FUSED_MIN_ELEMENTS and _takes(x):
+        return _GeluTanh.apply(x)
+    return F.gelu(x, approximate="tanh")
 
 
 class Dropout(nn.Dropout):
@@ -92,6 +103,26 @@ class _HeadCrossEntropy(torch.autograd.Function):
         return dh, dweight, None
 
 
+class _GeluTanh(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        x = x.contiguous()
+        ctx.save_for_backward(x)
+        y = torch.empty_like(x)
+        _library().tunesmith_gelu(x.data_ptr(), y.data_ptr(), x.numel(), torch.get_num_threads())
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        grad = grad.contiguous()
+        dx = torch.empty_like(x)
+        _library().tunesmith_gelu_backward(
+            x.data_ptr(), grad.data_ptr(), dx.data_ptr(), x.numel(), torch.get_num_threads()
+        )
+        return dx
+
+
 class _Dropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, p):
@@ -122,6 +153,8 @@ def _library() -> ctypes.CDLL | None:
         return None
     ptr, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.tunesmith_cross_entropy.argtypes = [ptr, ptr, ptr, i64, i64, c_int]
+    lib.tunesmith_gelu.argtypes = [ptr, ptr, i64, c_int]
+    lib.tunesmith_gelu_backward.argtypes = [ptr, ptr, ptr, i64, c_int]
     lib.tunesmith_dropout.argtypes = [
         ptr, ptr, i64, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, c_int,
     ]  # fmt: skip

@@ -25,8 +25,8 @@ IGNORE_INDEX = -100  # target of positions that carry no loss (padding), as in P
 
 # The activations GPT-2 checkpoints use, by their `transformers` names.
 ACTIVATIONS = {
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_new": fused.gelu_tanh,
+    "gelu_pytorch_tanh": fused.gelu_tanh,
     "gelu": F.gelu,
     "relu": F.relu,
     "silu": F.silu,

@@ -53,7 +53,12 @@ class LoRALinear(nn.Module):
         y = self.base(x)
         if self.merged:
             return y
-        return y + (self.dropout(x) @ self.lora_A.t() @ self.lora_B.t()) * self.scaling
+        down = self.dropout(x) @ self.lora_A.t()  # (..., rank)
+        # Scaling B (out x rank) costs less than scaling the product (tokens x out), and addmm
+        # adds the product to y in the same pass.
+        up = (self.lora_B * self.scaling).t()
+        flat = torch.addmm(y.reshape(-1, y.shape[-1]), down.reshape(-1, self.rank), up)
+        return flat.view(y.shape)
 
     @torch.no_grad()
     def merge(self) -> None:
