@@ -1,4 +1,4 @@
-"""Training's memory-bound steps on the CPU, from fused.c: the LM head's cross-entropy, GELU, dropout.
+"""Training's memory-bound steps on the CPU from fused.c: the head's cross-entropy, GELU, dropout.
 
 Between the matrix products, a CPU training step of GPT-2 124M spent about 16% of its time
 in PyTorch's memory-bound kernels (2-core Xeon, LoRA, 32 jokes per batch): log_softmax and
@@ -49,7 +49,9 @@ def takes_head(h: torch.Tensor, head: nn.Module) -> bool:
     )
 
 
-def head_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def head_cross_entropy(
+    h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
     """Summed cross-entropy of the logits h (N, C) · weight (V, C)ᵀ against targets (N,),
     every one a token id (where takes_head says so)."""
     return _HeadCrossEntropy.apply(h, weight, targets)
