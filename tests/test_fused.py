@@ -184,3 +184,69 @@ def test_gelu_and_its_gradient_match_pytorch(n):
     assert torch.allclose(ours.double(), ref, rtol=1e-5, atol=1e-6)
     # PyTorch's own float32 gradient is 3e-6 off here.
     assert torch.allclose(x.grad.double(), ref_x.grad, rtol=1e-5, atol=1e-5)
+
+
+def cached_attention_inputs(dtype, B=3, H=4, S=37, D=40):
+    """A query per sequence and cached keys/values, strided as the model's are."""
+    torch.manual_seed(S)
+    q = torch.randn(B, 1, 3, H, D, dtype=dtype)[:, :, 0].transpose(1, 2)  # (B, H, 1, D)
+    cache = torch.randn(2, B, H, S + 20, D, dtype=dtype)
+    return q, cache[0][:, :, :S], cache[1][:, :, :S]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("padded", [False, True])
+def test_decode_attention_matches_pytorch(dtype, tolerance, padded):
+    q, k, v = cached_attention_inputs(dtype)
+    B, H, S, D = k.shape
+    keys = torch.ones(B, S, dtype=torch.bool)
+    if padded:
+        keys[0, :10] = False  # left padding
+        keys[2, :-1] = False  # a row that sees only its own position
+    with torch.inference_mode():
+        assert fused.takes_decode_attention(q, k, v)
+        ours = fused.decode_attention(q, k, v, keys if padded else None, 0.3)
+    ref = F.scaled_dot_product_attention(
+        q.double(), k.double(), v.double(), attn_mask=keys[:, None, None, :], scale=0.3
+    )
+    ref = ref.transpose(1, 2).reshape(B, 1, H * D)
+    assert ours.dtype == dtype and ours.shape == (B, 1, H * D)
+    assert (ours.double() - ref).abs().max() < tolerance
+
+
+def test_decode_attention_is_for_decoding_only():
+    q, k, v = cached_attention_inputs(torch.float32)
+    assert not fused.takes_decode_attention(q, k, v)  # autograd on: training's path
+    with torch.inference_mode():
+        q2, k2, v2 = cached_attention_inputs(torch.float16)
+        assert not fused.takes_decode_attention(q2, k2, v2)
+        prompt = torch.randn(3, 4, 5, 40)  # several queries: a prefill
+        assert not fused.takes_decode_attention(prompt, k, v)
+
+
+@needs_kernels
+def test_a_model_decodes_the_same_with_and_without_the_kernels(monkeypatch):
+    model = tiny_model(dropout=0.1).eval()
+    idx = torch.randint(0, 300, (2, 6))
+    mask = torch.ones(2, 6, dtype=torch.long)
+    mask[1, :2] = 0  # a left-padded prompt
+
+    def decode():
+        cache = model.make_cache(2, 10)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            out = [model(idx, 0, cache, attention_mask=mask, position_ids=positions)[:, -1]]
+            full = torch.cat([mask, torch.ones(2, 4, dtype=torch.long)], 1)
+            for step in range(4):
+                token = out[-1].argmax(-1, keepdim=True)
+                pos = positions[:, -1:] + step + 1
+                logits = model(
+                    token, 6 + step, cache, attention_mask=full[:, : 7 + step], position_ids=pos
+                )
+                out.append(logits[:, -1])
+        return torch.stack(out)
+
+    ours = decode()
+    monkeypatch.setattr(fused, "_library", lambda: None)
+    assert torch.allclose(ours, decode(), atol=1e-5)

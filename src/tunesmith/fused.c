@@ -5,6 +5,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
 #include <immintrin.h>
@@ -208,6 +209,103 @@ int tunesmith_gelu_backward(const float *x, const float *dy, float *dx, int64_t 
     return 0;
 #else
     (void)x, (void)dy, (void)dx, (void)n, (void)threads;
+    return -1;
+#endif
+}
+
+#if SIMD
+/* 16 values from float32 or bfloat16 memory (k of them; the rest 0) as float32. */
+static inline __m512 load16(const void *p, int64_t i, int bf16, __mmask16 k) {
+    if (!bf16) return _mm512_maskz_loadu_ps(k, (const float *)p + i);
+    __m256i h = _mm256_maskz_loadu_epi16(k, (const uint16_t *)p + i);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+static inline void store16(void *p, int64_t i, int bf16, __mmask16 k, __m512 x) {
+    if (!bf16) {
+        _mm512_mask_storeu_ps((float *)p + i, k, x);
+        return;
+    }
+    __m512i u = _mm512_castps_si512(x); /* round to nearest even, as PyTorch converts */
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    u = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
+    _mm256_mask_storeu_epi16((uint16_t *)p + i, k, _mm512_cvtepi32_epi16(_mm512_srli_epi32(u, 16)));
+}
+#endif
+
+#define MAX_HEAD_DIM 256
+
+/* Attention of one new query per sequence over its cached keys and values (decoding):
+ * q (B, H, D), k and v (B, H, S, D) and out (B, H, D), each with its own strides in elements
+ * (the last dimension contiguous), all float32 or all bfloat16; `valid` (B, S) bytes, 0 for a
+ * key the query must not see (padding), or NULL. Scores, softmax and sums in float32. Each
+ * (sequence, head) is one task, so a row's numbers do not depend on its batch. Returns -1
+ * without a result where D is over MAX_HEAD_DIM or memory is short. */
+int tunesmith_decode_attention(const void *q, const void *k, const void *v, void *out,
+                               const uint8_t *valid, int64_t B, int64_t H, int64_t S, int64_t D,
+                               const int64_t *strides, float scale, int bf16, int threads) {
+#if SIMD
+    /* strides: q (b, h), k (b, h, s), v (b, h, s), out (b, h), valid (b) */
+    if (D > MAX_HEAD_DIM || S < 1) return -1;
+    float *scores = malloc(sizeof(float) * (size_t)(B * H * S));
+    if (!scores) return -1;
+    int chunks = (int)((D + 15) / 16);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t task = 0; task < B * H; task++) {
+        int64_t b = task / H, h = task % H;
+        const uint8_t *ok = valid ? valid + b * strides[10] : NULL;
+        float *score = scores + task * S;
+        __m512 qv[MAX_HEAD_DIM / 16];
+        for (int c = 0; c < chunks; c++)
+            qv[c] = _mm512_mul_ps(
+                load16(q, b * strides[0] + h * strides[1] + c * 16, bf16, tail_mask(D - c * 16)),
+                _mm512_set1_ps(scale));
+        float max = -INFINITY;
+        for (int64_t s = 0; s < S; s++) {
+            if (ok && !ok[s]) {
+                score[s] = -INFINITY;
+                continue;
+            }
+            int64_t at = b * strides[2] + h * strides[3] + s * strides[4];
+            __m512 acc = _mm512_setzero_ps();
+            for (int c = 0; c < chunks; c++)
+                acc = _mm512_fmadd_ps(qv[c], load16(k, at + c * 16, bf16, tail_mask(D - c * 16)),
+                                      acc);
+            score[s] = _mm512_reduce_add_ps(acc);
+            if (score[s] > max) max = score[s];
+        }
+        __m512 sums[MAX_HEAD_DIM / 16];
+        for (int c = 0; c < chunks; c++) sums[c] = _mm512_setzero_ps();
+        float total = 0.0f;
+        if (max != -INFINITY) { /* else every key is masked: the output is 0 */
+            for (int64_t s = 0; s < S; s += 16) {
+                __mmask16 m = tail_mask(S - s);
+                __m512 x = _mm512_maskz_loadu_ps(m, score + s);
+                __mmask16 seen = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+                __m512 e = exp_nonpositive(_mm512_sub_ps(x, _mm512_set1_ps(max)));
+                _mm512_mask_storeu_ps(score + s, m, _mm512_maskz_mov_ps(seen, e)); /* masked: 0 */
+            }
+            for (int64_t s = 0; s < S; s++) {
+                float p = score[s];
+                if (p == 0.0f) continue;
+                total += p;
+                int64_t at = b * strides[5] + h * strides[6] + s * strides[7];
+                __m512 vp = _mm512_set1_ps(p);
+                for (int c = 0; c < chunks; c++)
+                    sums[c] = _mm512_fmadd_ps(
+                        vp, load16(v, at + c * 16, bf16, tail_mask(D - c * 16)), sums[c]);
+            }
+        }
+        __m512 inv = _mm512_set1_ps(total > 0.0f ? 1.0f / total : 0.0f);
+        for (int c = 0; c < chunks; c++)
+            store16(out, b * strides[8] + h * strides[9] + c * 16, bf16, tail_mask(D - c * 16),
+                    _mm512_mul_ps(sums[c], inv));
+    }
+    free(scores);
+    return 0;
+#else
+    (void)q, (void)k, (void)v, (void)out, (void)valid, (void)B, (void)H, (void)S, (void)D;
+    (void)strides, (void)scale, (void)bf16, (void)threads;
     return -1;
 #endif
 }

@@ -29,6 +29,8 @@ from tunesmith import native
 
 SOURCE = Path(__file__).with_name("fused.c")
 SEED_BOUND = 2**62  # seeds are drawn below this from PyTorch's generator
+MAX_HEAD_DIM = 256  # as fused.c's
+DECODE_DTYPES = (torch.float32, torch.bfloat16)
 # Below this many elements (decoding's few rows) a call's overhead outweighs the pass it saves.
 FUSED_MIN_ELEMENTS = 32768
 
@@ -64,6 +66,45 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
+def takes_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether decode_attention takes one query per sequence, q (B, H, 1, D), over cached k and
+    v (B, H, S, D): float32 or bfloat16 on the CPU, outside autograd (decoding)."""
+    return (
+        q.shape[2] == 1
+        and q.dtype in DECODE_DTYPES
+        and k.dtype is q.dtype
+        and v.dtype is q.dtype
+        and q.shape[-1] <= MAX_HEAD_DIM
+        and not torch.is_grad_enabled()
+        and q.stride(-1) == k.stride(-1) == v.stride(-1) == 1
+        and _takes_any_dtype(q)
+    )
+
+
+def decode_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor | None, scale: float
+) -> torch.Tensor:
+    """softmax(q kᵀ · scale) v for one query per sequence, as (B, 1, H * D); keys (B, S) bool,
+    False for cached positions the query must not see (padding), or None for all."""
+    B, H, _, D = q.shape
+    S = k.shape[2]
+    out = torch.empty(B, 1, H * D, dtype=q.dtype)  # (B, H, D) by its strides
+    if keys is not None:
+        assert keys.dtype is torch.bool and keys.shape == (B, S) and keys.stride(-1) == 1
+    strides = (ctypes.c_int64 * 11)(
+        *q.stride()[:2], *k.stride()[:3], *v.stride()[:3], H * D, D,
+        0 if keys is None else keys.stride(0),
+    )  # fmt: skip
+    failed = _library().tunesmith_decode_attention(
+        q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(),
+        None if keys is None else keys.data_ptr(), B, H, S, D, strides, scale,
+        q.dtype is torch.bfloat16, torch.get_num_threads(),
+    )  # fmt: skip
+    if failed:
+        raise MemoryError(f"no memory for {B * H * S} attention scores")
+    return out
+
+
 class Dropout(nn.Dropout):
     """nn.Dropout (the same module to PyTorch: `p`, train/eval), drawn by fused.c where it can."""
 
@@ -74,12 +115,11 @@ class Dropout(nn.Dropout):
 
 
 def _takes(x: torch.Tensor) -> bool:
-    return (
-        x.dtype is torch.float32
-        and x.device.type == "cpu"
-        and not torch.compiler.is_compiling()
-        and _library() is not None
-    )
+    return x.dtype is torch.float32 and _takes_any_dtype(x)
+
+
+def _takes_any_dtype(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and not torch.compiler.is_compiling() and _library() is not None
 
 
 class _HeadCrossEntropy(torch.autograd.Function):
@@ -157,6 +197,9 @@ def _library() -> ctypes.CDLL | None:
     lib.tunesmith_cross_entropy.argtypes = [ptr, ptr, ptr, i64, i64, c_int]
     lib.tunesmith_gelu.argtypes = [ptr, ptr, i64, c_int]
     lib.tunesmith_gelu_backward.argtypes = [ptr, ptr, ptr, i64, c_int]
+    lib.tunesmith_decode_attention.argtypes = [
+        ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, ptr, ctypes.c_float, c_int, c_int,
+    ]  # fmt: skip
     lib.tunesmith_dropout.argtypes = [
         ptr, ptr, i64, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, c_int,
     ]  # fmt: skip

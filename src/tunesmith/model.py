@@ -165,6 +165,10 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, -1).transpose(1, 2)
         if cache is not None:
             k, v = cache.update(self.layer_idx, input_pos, k, v)
+        if T == 1 and fused.takes_decode_attention(q, k, v):
+            keys = None if mask is None else mask[:, 0, 0]  # (B, S): what each query may see
+            y = fused.decode_attention(q, k, v, keys, self.scale)
+            return self.resid_dropout(self.c_proj(y))
         dropout = self.attn_dropout if self.training else 0.0
         if mask is None:
             # Fast path: plain causal attention over a prefix starting at position 0.
