@@ -250,3 +250,33 @@ def test_a_model_decodes_the_same_with_and_without_the_kernels(monkeypatch):
     ours = decode()
     monkeypatch.setattr(fused, "_library", lambda: None)
     assert torch.allclose(ours, decode(), atol=1e-5)
+
+
+@needs_kernels
+@pytest.mark.parametrize("vocab", [5, 37, 50257])
+def test_gumbel_draws_follow_the_softmax(vocab):
+    torch.manual_seed(vocab)
+    logits = torch.randn(vocab) * 2
+    logits[3] = logits.max() + 1.0  # a clear favourite
+    logits[1] = float("-inf")  # ruled out (a logit bias of -inf)
+    probs = logits.softmax(-1)
+    g = torch.Generator().manual_seed(0)
+    draws = 3000
+    picks = torch.tensor([fused.gumbel_pick(logits, g) for _ in range(draws)])
+    assert not (picks == 1).any()
+    counts = torch.bincount(picks, minlength=vocab).double()
+    top = probs.topk(3).indices
+    for token in top.tolist():
+        p = float(probs[token])
+        assert abs(counts[token] / draws - p) < 4 * (p * (1 - p) / draws) ** 0.5 + 1e-3
+
+
+@needs_kernels
+def test_gumbel_draws_outside_the_nucleus_are_refused_and_seeded():
+    logits = torch.tensor([3.0, 2.0, 1.0, 0.0, -1.0])  # probabilities 0.64, 0.23, 0.09, ...
+    g = torch.Generator().manual_seed(0)
+    picks = [fused.gumbel_pick(logits, g, top_p=0.7) for _ in range(2000)]
+    assert set(picks) == {0, 1, None}  # 2 and beyond are outside a nucleus of 0.7
+    assert abs(picks.count(None) / 2000 - float(logits.softmax(-1)[2:].sum())) < 0.03
+    again = torch.Generator().manual_seed(0)
+    assert [fused.gumbel_pick(logits, again, top_p=0.7) for _ in range(2000)] == picks

@@ -309,3 +309,85 @@ int tunesmith_decode_attention(const void *q, const void *k, const void *v, void
     return -1;
 #endif
 }
+
+#if SIMD
+/* log(x) for positive normal x, to about 1e-7 relative: x = m 2^k with m in [0.75, 1.5) (so
+ * that log(x) near x = 1 keeps its precision), log(m) = 2 atanh((m - 1) / (m + 1)). */
+static inline __m512 log_positive(__m512 x) {
+    __m512 m = _mm512_getmant_ps(x, _MM_MANT_NORM_p75_1p5, _MM_MANT_SIGN_zero);
+    __m512 k = _mm512_getexp_ps(_mm512_div_ps(x, m)); /* x / m is exactly 2^k */
+    __m512 one = _mm512_set1_ps(1.0f);
+    __m512 r = _mm512_div_ps(_mm512_sub_ps(m, one), _mm512_add_ps(m, one)); /* |r| <= 0.2 */
+    __m512 r2 = _mm512_mul_ps(r, r);
+    __m512 p = _mm512_set1_ps(1.0f / 9);
+    p = _mm512_fmadd_ps(p, r2, _mm512_set1_ps(1.0f / 7));
+    p = _mm512_fmadd_ps(p, r2, _mm512_set1_ps(1.0f / 5));
+    p = _mm512_fmadd_ps(p, r2, _mm512_set1_ps(1.0f / 3));
+    p = _mm512_fmadd_ps(p, r2, one);
+    return _mm512_fmadd_ps(k, _mm512_set1_ps(0.693147182f),
+                           _mm512_mul_ps(_mm512_add_ps(r, r), p));
+}
+
+/* 16 uniform draws in (0, 1) for tokens i.., keyed by seed: 24 bits of the same hash as
+ * dropout's mask, plus a half, so that neither 0 nor 1 comes up. */
+static inline __m512 uniform16(uint64_t seed, int64_t i) {
+    __m512i counter = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)i),
+                                       _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                                                         12, 13, 14, 15));
+    __m512i h = mix32(_mm512_xor_si512(counter, _mm512_set1_epi32((int)(uint32_t)seed)));
+    h = mix32(_mm512_xor_si512(h, _mm512_set1_epi32((int)(uint32_t)(seed >> 32))));
+    __m512 bits = _mm512_cvtepi32_ps(_mm512_srli_epi32(h, 8));
+    return _mm512_mul_ps(_mm512_add_ps(bits, _mm512_set1_ps(0.5f)),
+                         _mm512_set1_ps(1.0f / 16777216));
+}
+#endif
+
+/* One draw from softmax(logits) (V float32 logits, one row): the argmax of logits plus Gumbel
+ * noise -log(-log(u)), u keyed by seed and token id. With top_p < 1 the draw must fall in the
+ * nucleus: it does when the tokens likelier than it hold less than top_p of the mass (a draw
+ * from the whole distribution that lands there is a draw from the nucleus); else -1. -2 where
+ * the kernel did not compile in. */
+int64_t tunesmith_gumbel_pick(const float *logits, int64_t V, uint64_t seed, float top_p) {
+#if SIMD
+    __m512 best = _mm512_set1_ps(-INFINITY), top = _mm512_set1_ps(-INFINITY);
+    __m512i best_at = _mm512_setzero_si512();
+    __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int64_t j = 0; j < V; j += 16) {
+        __mmask16 k = tail_mask(V - j);
+        __m512 l = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, logits + j);
+        __m512 e = _mm512_sub_ps(_mm512_setzero_ps(), log_positive(uniform16(seed, j)));
+        __m512 score = _mm512_sub_ps(l, log_positive(e));
+        __mmask16 better = _mm512_mask_cmp_ps_mask(k, score, best, _CMP_GT_OQ);
+        best = _mm512_mask_mov_ps(best, better, score);
+        best_at = _mm512_mask_mov_epi32(best_at, better,
+                                        _mm512_add_epi32(lane, _mm512_set1_epi32((int)j)));
+        top = _mm512_max_ps(top, l);
+    }
+    float winner = _mm512_reduce_max_ps(best);
+    if (winner == -INFINITY) return 0; /* every logit -inf: nothing to draw, as argmax says */
+    __mmask16 at = _mm512_cmp_ps_mask(best, _mm512_set1_ps(winner), _CMP_EQ_OQ);
+    /* the first token with the best score, whatever lane holds it */
+    int32_t ids[16];
+    _mm512_storeu_si512(ids, best_at);
+    int64_t pick = -1;
+    for (int i = 0; i < 16; i++)
+        if ((at >> i) & 1 && (pick < 0 || ids[i] < pick)) pick = ids[i];
+    if (top_p >= 1.0f) return pick;
+    float max = _mm512_reduce_max_ps(top), chosen = logits[pick];
+    __m512 vmax = _mm512_set1_ps(max), total = _mm512_setzero_ps(), likelier = total;
+    for (int64_t j = 0; j < V; j += 16) {
+        __mmask16 k = tail_mask(V - j);
+        __m512 l = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, logits + j);
+        __m512 e = _mm512_maskz_mov_ps(k, exp_nonpositive(_mm512_sub_ps(l, vmax)));
+        total = _mm512_add_ps(total, e);
+        likelier = _mm512_add_ps(
+            likelier,
+            _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(l, _mm512_set1_ps(chosen), _CMP_GT_OQ), e));
+    }
+    double mass = _mm512_reduce_add_ps(likelier), all = _mm512_reduce_add_ps(total);
+    return mass < (double)top_p * all ? pick : -1;
+#else
+    (void)logits, (void)V, (void)seed, (void)top_p;
+    return -2;
+#endif
+}

@@ -76,7 +76,7 @@ def takes_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) ->
         and v.dtype is q.dtype
         and q.shape[-1] <= MAX_HEAD_DIM
         and not torch.is_grad_enabled()
-        and q.stride(-1) == k.stride(-1) == v.stride(-1) == 1
+        and k.stride(-1) == v.stride(-1) == 1
         and _takes_any_dtype(q)
     )
 
@@ -88,6 +88,8 @@ def decode_attention(
     False for cached positions the query must not see (padding), or None for all."""
     B, H, _, D = q.shape
     S = k.shape[2]
+    if q.stride(-1) != 1:  # a transposed product's rows (linear.py): a few numbers to gather
+        q = q.contiguous()
     out = torch.empty(B, 1, H * D, dtype=q.dtype)  # (B, H, D) by its strides
     if keys is not None:
         assert keys.dtype is torch.bool and keys.shape == (B, S) and keys.stride(-1) == 1
@@ -105,6 +107,16 @@ def decode_attention(
     return out
 
 
+def gumbel_pick(logits: torch.Tensor, generator: torch.Generator, top_p: float = 1.0) -> int | None:
+    """One draw from softmax(logits) for a row of float32 CPU logits (V,): the argmax of the
+    logits plus Gumbel noise, the noise keyed by a seed drawn from `generator` and by token id.
+    With top_p < 1, None when the draw falls outside the nucleus (draw again, or find it)."""
+    assert logits.dim() == 1 and logits.dtype is torch.float32 and logits.is_contiguous()
+    seed = int(torch.randint(SEED_BOUND, (), generator=generator))
+    pick = _library().tunesmith_gumbel_pick(logits.data_ptr(), logits.numel(), seed, top_p)
+    return None if pick < 0 else pick
+
+
 class Dropout(nn.Dropout):
     """nn.Dropout (the same module to PyTorch: `p`, train/eval), drawn by fused.c where it can."""
 
@@ -112,6 +124,11 @@ class Dropout(nn.Dropout):
         if self.training and 0 < self.p < 1 and not self.inplace and _takes(x):
             return _Dropout.apply(x, self.p)
         return super().forward(x)
+
+
+def takes_sample(logits: torch.Tensor) -> bool:
+    """Whether gumbel_pick takes these logits: float32 on the CPU, the library built."""
+    return _takes(logits)
 
 
 def _takes(x: torch.Tensor) -> bool:
@@ -200,6 +217,8 @@ def _library() -> ctypes.CDLL | None:
     lib.tunesmith_decode_attention.argtypes = [
         ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, ptr, ctypes.c_float, c_int, c_int,
     ]  # fmt: skip
+    lib.tunesmith_gumbel_pick.argtypes = [ptr, i64, ctypes.c_uint64, ctypes.c_float]
+    lib.tunesmith_gumbel_pick.restype = i64
     lib.tunesmith_dropout.argtypes = [
         ptr, ptr, i64, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, c_int,
     ]  # fmt: skip

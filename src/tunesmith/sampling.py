@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from tunesmith import fused
+
 
 def apply_repetition_penalty(
     logits: torch.Tensor, seen: torch.Tensor, penalty: float | torch.Tensor
@@ -76,6 +78,9 @@ def _sample_rows(
     order: torch.Tensor | None,
 ) -> torch.Tensor:
     """sample() after temperature and top-k: top-p, then one Gumbel-max draw per row."""
+    if top_p >= 1.0 and order is None and len(generators) == 1 and fused.takes_sample(logits):
+        pick = fused.gumbel_pick(logits[0].contiguous(), generators[0])
+        return torch.tensor([pick], device=logits.device)
     if top_p < 1.0:
         if order is None and logits.device.type == "cpu" and len(generators) == 1:
             pick = _draw_in_nucleus(logits, generators[0], top_p)
@@ -101,6 +106,13 @@ def _draw_in_nucleus(
     is a draw from the nucleus, renormalised, and it lands there with the nucleus's probability
     (at least top_p). Checking a draw takes one pass: a token is in the nucleus exactly when
     the tokens likelier than it hold less than top_p. Half the work of the threshold."""
+    if fused.takes_sample(logits):  # the draw and its check in two passes of fused.c
+        row = logits[0].contiguous()
+        for _ in range(DRAWS_BEFORE_THRESHOLD):
+            pick = fused.gumbel_pick(row, generator, top_p)
+            if pick is not None:
+                return torch.tensor([pick], device=logits.device)
+        return None
     probs = logits.softmax(dim=-1)
     for _ in range(DRAWS_BEFORE_THRESHOLD):
         pick = _gumbel_max(logits, [generator], logits.shape[-1], None)
