@@ -214,24 +214,29 @@ def test_a_request_joins_a_running_batch_on_a_live_server(generator):
     assert batch_when_short_ended == 1  # the long request was still decoding: it joined it
 
 
-def test_a_request_arriving_during_a_prefill_is_prefilled_before_the_next_step(generator):
-    """Prefill first: a request that arrives while a newcomer is being prefilled is admitted
-    right after it, before the running batch's next step, and gets the text it gets alone."""
-    calls: list[tuple[int, int]] = []  # (rows, input_pos) of every forward call
+def test_requests_joining_a_running_batch_are_prefilled_in_its_next_steps_pass(generator):
+    """Two requests that arrive while another decodes join the batch's next step: their
+    prompts go through the model in that step's own forward pass (no prefill of their own),
+    and each gets the text it gets alone."""
+    calls: list[tuple] = []  # ("call", rows, input_pos) or ("groups", (rows, tokens), ...)
     hold, entered, release = threading.Event(), threading.Event(), threading.Event()
     release.set()
 
-    class Recorded:  # the model, recording its calls; a prefill waits while `hold` is set
+    class Recorded:  # the model, recording its calls; a decode step waits while `hold` is set
         def __getattr__(self, name):
             return getattr(generator.model, name)
 
         def __call__(self, idx, input_pos=0, *args, **kwargs):
-            if input_pos == 0 and hold.is_set():
+            if input_pos > 0 and hold.is_set():
                 hold.clear()
                 entered.set()
                 assert release.wait(30)
-            calls.append((idx.shape[0], input_pos))
+            calls.append(("call", idx.shape[0], input_pos))
             return generator.model(idx, input_pos, *args, **kwargs)
+
+        def forward_groups(self, segments):
+            calls.append(("groups", *(tuple(s.idx.shape) for s in segments)))
+            return generator.model.forward_groups(segments)
 
     recorded = TextGenerator(generator.model, generator.tokenizer, "tiny")
     recorded.model = Recorded()
@@ -240,25 +245,27 @@ def test_a_request_arriving_during_a_prefill_is_prefilled_before_the_next_step(g
         dict(prompt="Knock knock", max_tokens=6, seed=2, extra_body={"ignore_eos": True}),
         dict(prompt="A man walks into", max_tokens=6, seed=3, extra_body={"ignore_eos": True}),
     ]
+    lengths = [len(generator.tokenizer.encode(b["prompt"])) for b in bodies]
     with CompletionServer(recorded, ServerConfig(port=0), "tiny") as server:
         api = openai.OpenAI(base_url=server.url, api_key="-", max_retries=0, timeout=60)
         texts_alone = [api.completions.create(model="tiny", **b).choices[0].text for b in bodies]
+        release.clear()
+        hold.set()  # the first request's next decode step waits
         stream = iter(api.completions.create(model="tiny", stream=True, **bodies[0]))
         texts = [next(stream).choices[0].text, "", ""]  # the first request is decoding
+        assert entered.wait(30)
+        start = len(calls)
         with ThreadPoolExecutor(2) as pool:
-            release.clear()
-            hold.set()  # the next prefill (the second request's) waits
-            second = pool.submit(api.completions.create, model="tiny", **bodies[1])
-            assert entered.wait(30)
-            start = len(calls)
-            third = pool.submit(api.completions.create, model="tiny", **bodies[2])
+            later = [pool.submit(api.completions.create, model="tiny", **b) for b in bodies[1:]]
             for _ in range(200):
-                if server.batcher.waiting == 1:
+                if server.batcher.waiting == 2:
                     break
                 threading.Event().wait(0.02)
             release.set()
-            texts[1], texts[2] = (f.result().choices[0].text for f in (second, third))
+            texts[1], texts[2] = (f.result().choices[0].text for f in later)
         texts[0] += "".join(c.choices[0].text for c in stream)
-    # The second request's prefill, the third's, then a step of all three.
-    assert calls[start : start + 3] == [(1, 0), (1, 0), (3, calls[start + 2][1])]
+    # The held step of the first request, then one pass: its next token beside both prompts.
+    assert calls[start] == ("call", 1, calls[start][2])
+    assert calls[start + 1] == ("groups", (1, 1), (2, max(lengths[1:])))
+    assert not [c for c in calls[start:] if c[0] == "call" and c[2] == 0]  # no own prefill
     assert texts == texts_alone

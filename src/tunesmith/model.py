@@ -157,8 +157,28 @@ class CausalSelfAttention(nn.Module):
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None, input_pos: int
     ) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
+        return self.resid_dropout(self.c_proj(self._attend(self.c_attn(x), mask, cache, input_pos)))
+
+    def forward_groups(self, x: torch.Tensor, groups: list[_Group]) -> torch.Tensor:
+        """x (1, N, C): the tokens of several groups of sequences, one after another (see
+        GPT2.forward_groups); the products run on all of them, attention group by group."""
+        qkv = self.c_attn(x)[0]  # (N, 3 C)
+        ys, at = [], 0
+        for g in groups:
+            n = g.rows * g.tokens
+            y = self._attend(
+                qkv[at : at + n].view(g.rows, g.tokens, -1), g.mask, g.cache, g.input_pos
+            )
+            ys.append(y.reshape(n, -1))
+            at += n
+        return self.resid_dropout(self.c_proj(torch.cat(ys)[None]))
+
+    def _attend(
+        self, qkv: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None, input_pos: int
+    ) -> torch.Tensor:
+        """Attention's output (B, T, C) for the c_attn output qkv (B, T, 3 C)."""
+        B, T, C = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+        q, k, v = qkv.split(C, dim=2)
         # (B, T, C) -> (B, n_head, T, head_dim)
         q = q.view(B, T, self.n_head, -1).transpose(1, 2)
         k = k.view(B, T, self.n_head, -1).transpose(1, 2)
@@ -167,8 +187,7 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.update(self.layer_idx, input_pos, k, v)
         if T == 1 and fused.takes_decode_attention(q, k, v):
             keys = None if mask is None else mask[:, 0, 0]  # (B, S): what each query may see
-            y = fused.decode_attention(q, k, v, keys, self.scale)
-            return self.resid_dropout(self.c_proj(y))
+            return fused.decode_attention(q, k, v, keys, self.scale)
         dropout = self.attn_dropout if self.training else 0.0
         if mask is None:
             # Fast path: plain causal attention over a prefix starting at position 0.
@@ -179,8 +198,7 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scale
             )
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        return y.transpose(1, 2).reshape(B, T, C)
 
 
 class MLP(nn.Module):
@@ -206,6 +224,34 @@ class Block(nn.Module):
     def forward(self, x, mask, cache, input_pos):
         x = x + self.attn(self.ln_1(x), mask, cache, input_pos)
         return x + self.mlp(self.ln_2(x))
+
+    def forward_groups(self, x: torch.Tensor, groups: list[_Group]) -> torch.Tensor:
+        x = x + self.attn.forward_groups(self.ln_1(x), groups)
+        return x + self.mlp(self.ln_2(x))
+
+
+@dataclass
+class Segment:
+    """Sequences at one stage of decoding, for GPT2.forward_groups: tokens idx (B, T) placed at
+    positions input_pos.. of `cache` (their rows and columns of it), with attention_mask and
+    position_ids as GPT2.forward takes them."""
+
+    idx: torch.Tensor
+    input_pos: int
+    cache: KVCache
+    attention_mask: torch.Tensor | None = None
+    position_ids: torch.Tensor | None = None
+
+
+@dataclass
+class _Group:
+    """A segment as the layers see it: its shape, cache, start and attention mask."""
+
+    rows: int
+    tokens: int
+    cache: KVCache
+    input_pos: int
+    mask: torch.Tensor | None
 
 
 _NO_INIT_LOCK = threading.Lock()
@@ -318,6 +364,51 @@ class GPT2(nn.Module):
         position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The final layer-normed states (B, T, n_embd) that the LM head projects."""
+        x = self._embedded(idx, input_pos, cache, position_ids)
+        mask = self._attention_mask(attention_mask, input_pos, idx.shape[1])
+        for block in self.transformer.h:
+            if self.gradient_checkpointing and self.training:
+                # Keep only each block's input; recompute its activations in backward.
+                x = torch.utils.checkpoint.checkpoint(
+                    block, x, mask, cache, input_pos, use_reentrant=False
+                )
+            else:
+                x = block(x, mask, cache, input_pos)
+        return self.transformer.ln_f(x)
+
+    def forward_groups(self, segments: list[Segment]) -> torch.Tensor:
+        """Logits (sequences, vocab) of the last position of every sequence of `segments`, in
+        their order, from one pass: say a batch decoding its next tokens and newcomers' prompts.
+        The layers' products (reading every weight) run once on all the tokens, attention runs
+        segment by segment; each sequence gets the numbers forward would give it, up to float
+        rounding. For decoding (no autograd, eval)."""
+        xs, groups = [], []
+        for seg in segments:
+            B, T = seg.idx.shape
+            xs.append(
+                self._embedded(seg.idx, seg.input_pos, seg.cache, seg.position_ids).reshape(
+                    B * T, -1
+                )
+            )
+            mask = self._attention_mask(seg.attention_mask, seg.input_pos, T)
+            groups.append(_Group(B, T, seg.cache, seg.input_pos, mask))
+        x = torch.cat(xs)[None]  # (1, N, C)
+        for block in self.transformer.h:
+            x = block.forward_groups(x, groups)
+        last, at = [], 0  # each sequence's last token
+        for g in groups:
+            last.extend(range(at + g.tokens - 1, at + g.rows * g.tokens, g.tokens))
+            at += g.rows * g.tokens
+        return self.lm_head(self.transformer.ln_f(x[0, last]))
+
+    def _embedded(
+        self,
+        idx: torch.Tensor,
+        input_pos: int,
+        cache: KVCache | None,
+        position_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Token and position embeddings of idx (B, T) at positions input_pos.. (dropped out)."""
         B, T = idx.shape
         if input_pos + T > self.config.n_positions:
             raise ContextLengthError(
@@ -332,17 +423,7 @@ class GPT2(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(input_pos, input_pos + T, device=idx.device)
         x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)
-        x = self.transformer.drop(x)
-        mask = self._attention_mask(attention_mask, input_pos, T)
-        for block in self.transformer.h:
-            if self.gradient_checkpointing and self.training:
-                # Keep only each block's input; recompute its activations in backward.
-                x = torch.utils.checkpoint.checkpoint(
-                    block, x, mask, cache, input_pos, use_reentrant=False
-                )
-            else:
-                x = block(x, mask, cache, input_pos)
-        return self.transformer.ln_f(x)
+        return self.transformer.drop(x)
 
     def _loss(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Summed cross-entropy of the head's logits at x (B, T, C) against targets (B, T)."""

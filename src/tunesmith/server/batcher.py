@@ -1,10 +1,12 @@
 """One model worker thread running a continuous batch (engine.py) for every request.
 
 HTTP handlers (on the event loop) submit a `Job` (all the sequences of one request) and await
-its events. Between two decode steps the worker admits whatever is waiting (up to
-`max_batch_size` sequences in the batch), and then whatever arrived during that prefill: a
-request that arrives while others decode joins at the next step instead of waiting for the
-batch to finish, and one that arrives during a prefill does not wait for a step as well.
+its events. A request that arrives while others decode joins at the next step instead of
+waiting for the batch to finish (up to `max_batch_size` sequences in the batch): its prompt
+goes through the model in that step's own forward pass, beside the batch's next tokens, so
+the weights are read once for both. Into an idle batch (and for prompts whose log-probabilities
+are asked for, which need every position's logits) newcomers are prefilled first, then
+whatever arrived during that prefill.
 With `continuous=False` the worker admits only into an empty batch (static batching, kept for
 the benchmark's comparison).
 Sequences are seeded one by one, so how requests happen to be batched never changes what
@@ -117,6 +119,10 @@ class _Item:
     text: TextTracker | None = None
 
 
+def _spec(item: _Item) -> SequenceSpec:
+    return item.job.sequences[item.choice].spec
+
+
 class Batcher:
     """Decodes submitted jobs on one worker thread, as one continuous batch.
 
@@ -191,11 +197,20 @@ class Batcher:
             if newcomers is None:
                 return
             try:
+                joining: list[_Item] = []
+                if len(self._batch) and self.continuous:
+                    # Into a running batch, newcomers are prefilled by the next step's own pass
+                    # (one read of the weights for both); echo's prompt scores need their own.
+                    joining = [i for i in newcomers if _spec(i).prompt_logprobs is None]
+                    newcomers = [i for i in newcomers if _spec(i).prompt_logprobs is not None]
                 self._admit(newcomers)
                 self._drop_abandoned()
-                if len(self._batch):
+                joining = [i for i in joining if id(i) in self._running]
+                if len(self._batch) or joining:
                     self.steps += 1
-                    self._dispatch(self._batch.step(), [])
+                    self.largest_batch = max(self.largest_batch, len(self._running))
+                    specs = [(id(i), _spec(i)) for i in joining]
+                    self._dispatch(self._batch.step(specs), joining)
             except Exception as e:  # keep serving: the batch's jobs get the error instead
                 self._fail(JobFailed(f"generation failed: {type(e).__name__}: {e}"))
 
@@ -207,7 +222,7 @@ class Batcher:
         admitted = 0
         while newcomers:
             self.largest_batch = max(self.largest_batch, len(self._running))
-            specs = [(id(i), i.job.sequences[i.choice].spec) for i in newcomers]
+            specs = [(id(i), _spec(i)) for i in newcomers]
             self._dispatch(self._batch.admit(specs), newcomers)
             admitted += len(newcomers)
             if not self.continuous or admitted >= self.max_batch_size:

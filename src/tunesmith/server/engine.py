@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tunesmith.model import GPT2
+from tunesmith.model import GPT2, Segment
 from tunesmith.sampling import apply_repetition_penalty, sample
 from tunesmith.server.slots import MIN_COLUMNS, SlotCache
 
@@ -119,6 +119,28 @@ class DecodeBatch:
         """The group's prompts, left-padded to one length L, through the model into the slots
         after the batch's rows, right-aligned with them: logits (all positions or the last)
         and the (B, L) mask of real tokens."""
+        prompts, mask = self._prompts(group)
+        B, L = prompts.idx.shape
+        first = len(self.rows)
+        if first and L > self.width:
+            self._shift(L - self.width)  # the batch's rows move right to make room on the left
+        self.width = max(self.width, L)
+        self._reserve(first + B, self.width)
+        assert self.cache is not None
+        prompts.cache = self.cache.window(first, B, self.width - L, L)
+        logits = self.model(
+            prompts.idx,
+            0,
+            prompts.cache,
+            attention_mask=prompts.attention_mask,
+            position_ids=prompts.position_ids,
+            last_only=not all_logits,
+        ).float()
+        return logits, mask
+
+    def _prompts(self, group: list[tuple[Hashable, SequenceSpec]]) -> tuple[Segment, torch.Tensor]:
+        """The newcomers' prompts right-aligned (left-padded) in one (B, L) block, as a segment
+        without its cache yet, and the (B, L) mask of their real tokens."""
         B, L = len(group), max(len(s.prompt_ids) for _, s in group)
         idx = torch.full((B, L), self.eos_id, dtype=torch.long)
         mask = torch.zeros((B, L), dtype=torch.bool)
@@ -129,27 +151,28 @@ class DecodeBatch:
         padded = not bool(mask.all())
         idx, mask = idx.to(self.model.device), mask.to(self.model.device)
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # padding takes no positions
-        first = len(self.rows)
-        if first and L > self.width:
-            self._shift(L - self.width)  # the batch's rows move right to make room on the left
-        self.width = max(self.width, L)
-        self._reserve(first + B, self.width)
-        assert self.cache is not None
-        window = self.cache.window(first, B, self.width - L, L)
-        logits = self.model(
-            idx,
-            0,
-            window,
-            attention_mask=mask.long() if padded else None,
-            position_ids=positions,
-            last_only=not all_logits,
-        ).float()
-        return logits, mask
+        attention_mask = mask.long() if padded else None
+        return Segment(idx, 0, None, attention_mask, positions), mask  # type: ignore[arg-type]
 
     def _admit_group(self, group: list[tuple[Hashable, SequenceSpec]]) -> list[Produced]:
         wants_prompt = group[0][1].prompt_logprobs is not None
-        first, B = len(self.rows), len(group)
         logits, mask = self._prefill(group, wants_prompt)
+        prompt_lp = _prompt_logprobs(logits[0], group[0][1]) if wants_prompt else None
+        out = self._join(group, mask, logits[:, -1], prompt_lp)
+        self._remove({p.key for p in out if p.finish_reason is not None})
+        return out
+
+    def _join(
+        self,
+        group: list[tuple[Hashable, SequenceSpec]],
+        mask: torch.Tensor,
+        logits: torch.Tensor,
+        prompt_lp: list[TokenLogprob] | None = None,
+    ) -> list[Produced]:
+        """Newcomers, prefilled into the next slots with their prompts' (B, L) mask ending at
+        the batch's last column, become rows; each samples its first token from logits
+        (B, vocab) (or ends at once, asked for none)."""
+        first, B = len(self.rows), len(group)
         new = slice(first, first + B)
         self.mask[new] = False
         self.mask[new, self.width - mask.shape[1] : self.width] = mask
@@ -161,7 +184,6 @@ class DecodeBatch:
         self.rows.extend(rows)
         assert self.cache is not None
         self.cache.rows = len(self.rows)
-        prompt_lp = _prompt_logprobs(logits[0], group[0][1]) if wants_prompt else None
         keep = [i for i, r in enumerate(rows) if r.spec.max_new_tokens > 0]
         out = [
             Produced(r.key, None, None, prompt_lp, "length")
@@ -171,38 +193,60 @@ class DecodeBatch:
         if keep:
             at = torch.tensor([first + i for i in keep], device=self.seen.device)
             sampled = [rows[i] for i in keep]
-            produced, tokens = self._choose(
-                logits[keep, -1], sampled, self.seen[at], self.counts[at]
-            )
+            produced, tokens = self._choose(logits[keep], sampled, self.seen[at], self.counts[at])
             for p in produced:
                 p.prompt_logprobs = prompt_lp
             self._took(at, tokens)
             out.extend(produced)
-        self._remove({p.key for p in out if p.finish_reason is not None})
         return out
 
     @torch.inference_mode()
-    def step(self) -> list[Produced]:
-        """One token for every running sequence; finished ones leave the batch."""
+    def step(self, joining: list[tuple[Hashable, SequenceSpec]] = ()) -> list[Produced]:
+        """One token for every running sequence; finished ones leave the batch.
+
+        `joining` newcomers (none asking for prompt log-probabilities) are prefilled in the
+        same forward pass, their prompts ending at the step's column, and sample their first
+        tokens: the pass reads the weights once for both, where a prefill of its own would
+        read them again."""
         if not self.rows:
-            return []
+            return self.admit(list(joining))
+        assert all(s.prompt_logprobs is None for _, s in joining)
         if self.width + 1 > self.mask.shape[1]:
             self._make_room()
+        prompts, prompt_mask = self._prompts(list(joining)) if joining else (None, None)
+        if prompts is not None and prompts.idx.shape[1] > self.width + 1:
+            self._shift(prompts.idx.shape[1] - self.width - 1)  # room on the left for them
         B, W = len(self.rows), self.width
+        self._reserve(B + len(joining), W + 1)
+        assert self.cache is not None
         self.mask[:B, W] = True
         mask = self.mask[:B, : W + 1]
         full = bool(mask.all())
-        logits = self.model(
+        decoding = Segment(
             self.pending[:B, None],
             W,
             self.cache,
             attention_mask=None if full else mask.long(),
             position_ids=self.positions[:B, None],
-        )[:, -1].float()
+        )
+        if prompts is None:
+            logits = self.model(
+                decoding.idx,
+                W,
+                self.cache,
+                attention_mask=decoding.attention_mask,
+                position_ids=decoding.position_ids,
+            )[:, -1].float()
+        else:
+            L = prompts.idx.shape[1]
+            prompts.cache = self.cache.window(B, len(joining), W + 1 - L, L)
+            logits = self.model.forward_groups([decoding, prompts]).float()
         self.width += 1
         self.positions[:B] += 1
-        produced, tokens = self._choose(logits, self.rows, self.seen[:B], self.counts[:B])
+        produced, tokens = self._choose(logits[:B], self.rows, self.seen[:B], self.counts[:B])
         self._took(torch.arange(B, device=tokens.device), tokens)
+        if prompts is not None:
+            produced += self._join(list(joining), prompt_mask, logits[B:])
         self._remove({p.key for p in produced if p.finish_reason is not None})
         return produced
 
