@@ -129,3 +129,37 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         grads.append([p.grad.clone() for p in ours.parameters()])
     for plain, checkpointed in zip(*grads, strict=True):
         assert torch.allclose(plain, checkpointed, atol=1e-6)
+
+
+@pytest.mark.parametrize("hf_kwargs", CONFIGS[:2])
+def test_one_pass_over_decoding_rows_and_new_prompts_gives_each_its_logits(hf_kwargs):
+    """forward_groups: two sequences decoding their next token and two new prompts (one
+    left-padded) in one pass give the last-position logits transformers gives each alone."""
+    from tunesmith.model import Segment
+
+    ref, ours = pair(hf_kwargs, seed=2)
+    V = hf_kwargs["vocab_size"]
+    old = torch.randint(0, V, (2, 9))
+    new = [torch.randint(0, V, (5,)), torch.randint(0, V, (3,))]
+    with torch.inference_mode():
+        cache = ours.make_cache(2, 16)
+        ours(old[:, :8], 0, cache)  # the running sequences' first 8 tokens
+        idx = torch.zeros(2, 5, dtype=torch.long)
+        mask = torch.zeros(2, 5, dtype=torch.long)
+        for row, prompt in enumerate(new):
+            idx[row, 5 - len(prompt) :], mask[row, 5 - len(prompt) :] = prompt, 1
+        logits = ours.forward_groups(
+            [
+                Segment(old[:, 8:], 8, cache),
+                Segment(
+                    idx,
+                    0,
+                    ours.make_cache(2, 5),
+                    attention_mask=mask,
+                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                ),
+            ]
+        )
+        expected = [ref(old).logits[:, -1]] + [ref(p[None]).logits[:, -1] for p in new]
+    assert logits.shape == (4, V)
+    assert (logits - torch.cat(expected)).abs().max() <= 1e-4
