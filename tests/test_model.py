@@ -148,7 +148,7 @@ def test_one_pass_over_decoding_rows_and_new_prompts_gives_each_its_logits(hf_kw
         mask = torch.zeros(2, 5, dtype=torch.long)
         for row, prompt in enumerate(new):
             idx[row, 5 - len(prompt) :], mask[row, 5 - len(prompt) :] = prompt, 1
-        logits = ours.forward_groups(
+        states = ours.forward_groups(
             [
                 Segment(old[:, 8:], 8, cache),
                 Segment(
@@ -160,6 +160,7 @@ def test_one_pass_over_decoding_rows_and_new_prompts_gives_each_its_logits(hf_kw
                 ),
             ]
         )
+        logits = ours.lm_head(states)
         expected = [ref(old).logits[:, -1]] + [ref(p[None]).logits[:, -1] for p in new]
     assert logits.shape == (4, V)
     assert (logits - torch.cat(expected)).abs().max() <= 1e-4

@@ -17,7 +17,9 @@ from tunesmith.decoding import DecodingSequence, SamplingSettings, decode
 from tunesmith.generate import TextGenerator
 from tunesmith.model import GPT2, GPT2Config
 from tunesmith.server import CompletionServer, ServerConfig
+from tunesmith.server.batcher import Batcher
 from tunesmith.server.engine import DecodeBatch, Sampling, SequenceSpec
+from tunesmith.server.pass_cost import PassCost
 
 SETTINGS = [
     dict(temperature=0.8, top_p=0.9),
@@ -214,10 +216,15 @@ def test_a_request_joins_a_running_batch_on_a_live_server(generator):
     assert batch_when_short_ended == 1  # the long request was still decoding: it joined it
 
 
-def test_requests_joining_a_running_batch_are_prefilled_in_its_next_steps_pass(generator):
+@pytest.mark.parametrize("in_time", [True, False])
+def test_requests_joining_a_running_batch_are_prefilled_in_its_next_steps_pass(
+    generator, monkeypatch, in_time
+):
     """Two requests that arrive while another decodes join the batch's next step: their
     prompts go through the model in that step's own forward pass (no prefill of their own),
-    and each gets the text it gets alone."""
+    unless that would make their first tokens late (then they are prefilled first, together);
+    either way each gets the text it gets alone."""
+    monkeypatch.setattr(Batcher, "_in_time", lambda self, newcomers: in_time)
     calls: list[tuple] = []  # ("call", rows, input_pos) or ("groups", (rows, tokens), ...)
     hold, entered, release = threading.Event(), threading.Event(), threading.Event()
     release.set()
@@ -264,8 +271,21 @@ def test_requests_joining_a_running_batch_are_prefilled_in_its_next_steps_pass(g
             release.set()
             texts[1], texts[2] = (f.result().choices[0].text for f in later)
         texts[0] += "".join(c.choices[0].text for c in stream)
-    # The held step of the first request, then one pass: its next token beside both prompts.
-    assert calls[start] == ("call", 1, calls[start][2])
-    assert calls[start + 1] == ("groups", (1, 1), (2, max(lengths[1:])))
-    assert not [c for c in calls[start:] if c[0] == "call" and c[2] == 0]  # no own prefill
+    assert calls[start] == ("call", 1, calls[start][2])  # the first request's held step
+    if in_time:  # then one pass: its next token beside both prompts
+        assert calls[start + 1] == ("groups", (1, 1), (2, max(lengths[1:])))
+        assert not [c for c in calls[start:] if c[0] == "call" and c[2] == 0]  # no own prefill
+    else:  # then both prompts' prefill, then a step of all three
+        assert calls[start + 1 : start + 3] == [("call", 2, 0), ("call", 3, calls[start + 2][2])]
     assert texts == texts_alone
+
+
+def test_the_pass_cost_fit_recovers_how_a_pass_grows():
+    """seconds = fixed + per token + per output, learnt from passes of a few shapes."""
+    cost = PassCost()
+    assert cost.seconds(10, 1) is None  # nothing measured yet
+    truth = (0.02, 0.0015, 0.0008)
+    for tokens, outputs in [(1, 1), (12, 1), (16, 16), (26, 2), (8, 8), (30, 3)] * 3:
+        cost.record(tokens, outputs, truth[0] + truth[1] * tokens + truth[2] * outputs)
+    assert cost.fit() == pytest.approx(truth)
+    assert cost.seconds(20, 4) == pytest.approx(0.02 + 0.03 + 0.0032)

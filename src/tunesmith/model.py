@@ -377,11 +377,12 @@ class GPT2(nn.Module):
         return self.transformer.ln_f(x)
 
     def forward_groups(self, segments: list[Segment]) -> torch.Tensor:
-        """Logits (sequences, vocab) of the last position of every sequence of `segments`, in
-        their order, from one pass: say a batch decoding its next tokens and newcomers' prompts.
-        The layers' products (reading every weight) run once on all the tokens, attention runs
-        segment by segment; each sequence gets the numbers forward would give it, up to float
-        rounding. For decoding (no autograd, eval)."""
+        """The final states (sequences, n_embd) of the last position of every sequence of
+        `segments`, in their order, from one pass: say a batch decoding its next tokens and
+        newcomers' prompts; `lm_head` turns any of them into logits. The layers' products
+        (reading every weight) run once on all the tokens, attention runs segment by segment;
+        each sequence gets the numbers forward would give it, up to float rounding. For
+        decoding (no autograd, eval)."""
         xs, groups = [], []
         for seg in segments:
             B, T = seg.idx.shape
@@ -399,7 +400,7 @@ class GPT2(nn.Module):
         for g in groups:
             last.extend(range(at + g.tokens - 1, at + g.rows * g.tokens, g.tokens))
             at += g.rows * g.tokens
-        return self.lm_head(self.transformer.ln_f(x[0, last]))
+        return self.transformer.ln_f(x[0, last])
 
     def _embedded(
         self,

@@ -4,9 +4,12 @@ HTTP handlers (on the event loop) submit a `Job` (all the sequences of one reque
 its events. A request that arrives while others decode joins at the next step instead of
 waiting for the batch to finish (up to `max_batch_size` sequences in the batch): its prompt
 goes through the model in that step's own forward pass, beside the batch's next tokens, so
-the weights are read once for both. Into an idle batch (and for prompts whose log-probabilities
-are asked for, which need every position's logits) newcomers are prefilled first, then
-whatever arrived during that prefill.
+the weights are read once for both, and its first token is drawn before theirs. That pass
+costs more than the prompt's own prefill would, so a newcomer joins only when its first token
+still comes no later than a request alone would see it (its prefill plus two decode steps,
+by the passes timed so far, pass_cost.py); otherwise, into an idle batch, and for prompts
+whose log-probabilities are asked for, newcomers are prefilled first, then whatever arrived
+during that prefill.
 With `continuous=False` the worker admits only into an empty batch (static batching, kept for
 the benchmark's comparison).
 Sequences are seeded one by one, so how requests happen to be batched never changes what
@@ -23,6 +26,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from tunesmith.server.engine import DecodeBatch, Produced, SequenceSpec, TokenLogprob
+from tunesmith.server.pass_cost import PassCost
 from tunesmith.server.text import TextTracker
 from tunesmith.tokenizer import GPT2Tokenizer
 
@@ -117,10 +121,15 @@ class _Item:
     job: Job
     choice: int
     text: TextTracker | None = None
+    arrived: float = field(default_factory=time.monotonic)
 
 
 def _spec(item: _Item) -> SequenceSpec:
     return item.job.sequences[item.choice].spec
+
+
+def _longest(specs: list[tuple[int, SequenceSpec]]) -> int:
+    return max((len(s.prompt_ids) for _, s in specs), default=0)
 
 
 class Batcher:
@@ -150,6 +159,7 @@ class Batcher:
         self._closing = False
         self._batch: DecodeBatch | None = None
         self._running: dict[int, _Item] = {}  # id(item) -> item, for the sequences in the batch
+        self.pass_cost = PassCost()  # the model's passes, timed: whether newcomers can join
         self._thread = threading.Thread(target=self._work, name="tunesmith-model", daemon=True)
 
     def start(self) -> Batcher:
@@ -197,38 +207,89 @@ class Batcher:
             if newcomers is None:
                 return
             try:
-                joining: list[_Item] = []
-                if len(self._batch) and self.continuous:
-                    # Into a running batch, newcomers are prefilled by the next step's own pass
-                    # (one read of the weights for both); echo's prompt scores need their own.
-                    joining = [i for i in newcomers if _spec(i).prompt_logprobs is None]
-                    newcomers = [i for i in newcomers if _spec(i).prompt_logprobs is not None]
-                self._admit(newcomers)
+                joining = self._admit(newcomers)
                 self._drop_abandoned()
                 joining = [i for i in joining if id(i) in self._running]
                 if len(self._batch) or joining:
-                    self.steps += 1
-                    self.largest_batch = max(self.largest_batch, len(self._running))
-                    specs = [(id(i), _spec(i)) for i in joining]
-                    self._dispatch(self._batch.step(specs), joining)
+                    self._step(joining)
             except Exception as e:  # keep serving: the batch's jobs get the error instead
                 self._fail(JobFailed(f"generation failed: {type(e).__name__}: {e}"))
 
-    def _admit(self, newcomers: list[_Item]) -> None:
-        """Prefill first: newcomers, then those that arrived while they were prefilled, and so
-        on before the next step, so that a request arriving mid-batch waits for one step at
-        most, not for a step after each prefill. At most max_batch_size sequences are admitted
-        between two steps, so a stream of short requests cannot stall the running ones."""
-        admitted = 0
+    def _step(self, joining: list[_Item]) -> None:
+        """A decode step of the batch, with `joining` newcomers prefilled in its pass; their
+        first tokens go out before the running rows' are drawn. Every pass is timed."""
+        self.steps += 1
+        self.largest_batch = max(self.largest_batch, len(self._running))
+        specs = [(id(i), _spec(i)) for i in joining]
+        if not len(self._batch):  # it emptied (abandoned) after they were chosen to join it
+            self._dispatch(self._batch.admit(specs), joining)
+            return
+        rows, stopped = len(self._batch), []
+        started = time.monotonic()
+
+        def joined(first: list[Produced]) -> None:
+            tokens = rows + len(specs) * _longest(specs)
+            self.pass_cost.record(tokens, len(specs), time.monotonic() - started)
+            stopped.extend(self._dispatch(first, joining, drop=False))
+
+        produced = self._batch.step(specs, joined if specs else None)
+        if not specs:
+            self.pass_cost.record(rows, rows, time.monotonic() - started)
+        self._dispatch(produced, [])
+        if stopped:  # joiners whose first token met a stop string
+            self._batch.drop(stopped)
+
+    def _admit(self, newcomers: list[_Item]) -> list[_Item]:
+        """Admit newcomers before the next step; return those that join it.
+
+        Into a running batch, newcomers join the next step, their prompts in its own forward
+        pass (one read of the weights for both), when their first tokens come in time that way
+        (`_in_time`); otherwise, into an idle batch, and for prompts whose log-probabilities
+        are asked for (echo: every position's logits), they are prefilled now. Prefill first:
+        those that arrive during a prefill are admitted the same way before the next step, so
+        that a request arriving mid-batch waits for one step at most, not for a step after each
+        prefill. At most max_batch_size sequences are admitted between two steps, so a stream
+        of short requests cannot stall the running ones."""
+        admitted, joining = 0, []
         while newcomers:
             self.largest_batch = max(self.largest_batch, len(self._running))
-            specs = [(id(i), _spec(i)) for i in newcomers]
-            self._dispatch(self._batch.admit(specs), newcomers)
-            admitted += len(newcomers)
-            if not self.continuous or admitted >= self.max_batch_size:
-                return
+            if len(self._batch) and self.continuous:
+                plain = [i for i in newcomers if _spec(i).prompt_logprobs is None]
+                if plain and self._in_time(plain):
+                    joining = plain
+                    newcomers = [i for i in newcomers if _spec(i).prompt_logprobs is not None]
+            admitted += len(newcomers) + len(joining)
+            if newcomers:
+                specs = [(id(i), _spec(i)) for i in newcomers]
+                started = time.monotonic()
+                produced = self._batch.admit(specs)
+                self.pass_cost.record(
+                    len(specs) * _longest(specs), len(specs), time.monotonic() - started
+                )
+                self._dispatch(produced, newcomers)
+            if joining or not self.continuous or admitted >= self.max_batch_size:
+                return joining  # the step starts now: the joiners' timing counted on it
             with self._cond:
                 newcomers = self._take_waiting(self.max_batch_size - admitted)
+        return joining
+
+    def _in_time(self, newcomers: list[_Item]) -> bool:
+        """Whether newcomers joining the batch's next pass see their first tokens no later than
+        a request alone would (its prefill plus two decode steps, by the passes measured so
+        far): a pass with the batch's rows in it costs more than a prefill alone, and a
+        newcomer has waited for the pass in flight already."""
+        cost = self.pass_cost
+        longest = max(len(_spec(i).prompt_ids) for i in newcomers)
+        rows, n = len(self._batch), len(newcomers)
+        # Their first tokens come once the pass's layers and their own logits are done.
+        joined, step = cost.seconds(rows + n * longest, n), cost.seconds(1, 1)
+        if joined is None or step is None:
+            return True  # nothing measured yet
+        now = time.monotonic()
+        return all(
+            now - i.arrived + joined <= cost.seconds(len(_spec(i).prompt_ids), 1) + 2 * step
+            for i in newcomers
+        )
 
     def _take(self) -> list[_Item] | None:
         """Newcomers to admit before the next step ([] for none); None when closing."""
@@ -274,8 +335,11 @@ class Batcher:
             self._waiting.popleft()
         return bool(self._waiting)
 
-    def _dispatch(self, produced: list[Produced], newcomers: list[_Item]) -> None:
-        """Turn the engine's tokens into each job's text events; stop strings end sequences."""
+    def _dispatch(
+        self, produced: list[Produced], newcomers: list[_Item], drop: bool = True
+    ) -> list[int]:
+        """Turn the engine's tokens into each job's text events; stop strings end sequences
+        (dropped from the batch here, or, with drop False, returned for the caller to drop)."""
         for item in newcomers:
             request = item.job.sequences[item.choice]
             skip_eos = not request.spec.sampling.ignore_eos
@@ -294,8 +358,9 @@ class Batcher:
             item.job._put(Event(item.choice, text, new, tokens, p.prompt_logprobs, finish))
             if finish is not None:
                 self._leave(p.key)
-        if stopped:
+        if stopped and drop:
             self._batch.drop(stopped)
+        return stopped
 
     def _drop_abandoned(self) -> None:
         gone = [key for key, item in self._running.items() if item.job.done]

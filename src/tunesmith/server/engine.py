@@ -14,7 +14,7 @@ penalties, biases or temperature), as OpenAI and vLLM report them.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import torch
@@ -201,13 +201,19 @@ class DecodeBatch:
         return out
 
     @torch.inference_mode()
-    def step(self, joining: list[tuple[Hashable, SequenceSpec]] = ()) -> list[Produced]:
+    def step(
+        self,
+        joining: list[tuple[Hashable, SequenceSpec]] = (),
+        joined: Callable[[list[Produced]], None] | None = None,
+    ) -> list[Produced]:
         """One token for every running sequence; finished ones leave the batch.
 
         `joining` newcomers (none asking for prompt log-probabilities) are prefilled in the
         same forward pass, their prompts ending at the step's column, and sample their first
         tokens: the pass reads the weights once for both, where a prefill of its own would
-        read them again."""
+        read them again. Their first tokens are drawn first and handed to `joined` (which must
+        not change the batch) before the running rows' logits are computed; the returned list
+        holds the running rows' tokens only when `joined` is given."""
         if not self.rows:
             return self.admit(list(joining))
         assert all(s.prompt_logprobs is None for _, s in joining)
@@ -240,15 +246,22 @@ class DecodeBatch:
         else:
             L = prompts.idx.shape[1]
             prompts.cache = self.cache.window(B, len(joining), W + 1 - L, L)
-            logits = self.model.forward_groups([decoding, prompts]).float()
+            states = self.model.forward_groups([decoding, prompts])
         self.width += 1
         self.positions[:B] += 1
-        produced, tokens = self._choose(logits[:B], self.rows, self.seen[:B], self.counts[:B])
-        self._took(torch.arange(B, device=tokens.device), tokens)
+        first: list[Produced] = []
         if prompts is not None:
-            produced += self._join(list(joining), prompt_mask, logits[B:])
-        self._remove({p.key for p in produced if p.finish_reason is not None})
-        return produced
+            # The newcomers' first tokens before the running rows' logits: they wait on them.
+            head = self.model.lm_head
+            first = self._join(list(joining), prompt_mask, head(states[B:]).float())
+            if joined is not None:
+                joined(first)
+            logits = head(states[:B]).float()
+        running = self.rows[:B]
+        produced, tokens = self._choose(logits, running, self.seen[:B], self.counts[:B])
+        self._took(torch.arange(B, device=tokens.device), tokens)
+        self._remove({p.key for p in first + produced if p.finish_reason is not None})
+        return produced if joined is not None else produced + first
 
     def _took(self, rows: torch.Tensor, tokens: torch.Tensor) -> None:
         """Rows (slot indices) sampled tokens: the next step feeds them in."""
