@@ -110,15 +110,19 @@ static inline __m512i mix32(__m512i x) {
     return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
 }
 
-static inline __mmask16 keep_mask(uint64_t seed, int64_t i, uint32_t keep_threshold) {
+/* The hashes of elements i..i+15 under seed. */
+static inline __m512i hash16(uint64_t seed, int64_t i) {
     __m512i counter = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)i),
                                        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
                                                          12, 13, 14, 15));
     __m512i high = _mm512_set1_epi32((int)(uint32_t)((uint64_t)i >> 32));
     __m512i h = mix32(_mm512_xor_si512(counter, _mm512_set1_epi32((int)(uint32_t)seed)));
-    h = mix32(_mm512_xor_si512(_mm512_add_epi32(h, high),
-                               _mm512_set1_epi32((int)(uint32_t)(seed >> 32))));
-    return _mm512_cmplt_epu32_mask(h, _mm512_set1_epi32((int)keep_threshold));
+    return mix32(_mm512_xor_si512(_mm512_add_epi32(h, high),
+                                  _mm512_set1_epi32((int)(uint32_t)(seed >> 32))));
+}
+
+static inline __mmask16 keep_mask(uint64_t seed, int64_t i, uint32_t keep_threshold) {
+    return _mm512_cmplt_epu32_mask(hash16(seed, i), _mm512_set1_epi32((int)keep_threshold));
 }
 #endif
 
@@ -166,27 +170,8 @@ static inline __m512 gelu_u(__m512 x) {
 }
 #endif
 
-/* y = gelu(x) for n float32 elements. */
-int tunesmith_gelu(const float *x, float *y, int64_t n, int threads) {
-#if SIMD
-    int64_t blocks = (n + 15) / 16;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t b = 0; b < blocks; b++) {
-        __mmask16 k = tail_mask(n - b * 16);
-        __m512 v = _mm512_maskz_loadu_ps(k, x + b * 16);
-        __m512 half_x = _mm512_mul_ps(v, _mm512_set1_ps(0.5f));
-        __m512 out = _mm512_fmadd_ps(half_x, tanh_of(gelu_u(v)), half_x);
-        _mm512_mask_storeu_ps(y + b * 16, k, out);
-    }
-    return 0;
-#else
-    (void)x, (void)y, (void)n, (void)threads;
-    return -1;
-#endif
-}
-
-/* dx = dy * gelu'(x) for n float32 elements. */
-int tunesmith_gelu_backward(const float *x, const float *dy, float *dx, int64_t n, int threads) {
+/* One pass over n float32 elements: out = gelu(x), or with dy, out = dy * gelu'(x). */
+static int gelu_pass(const float *x, const float *dy, float *out, int64_t n, int threads) {
 #if SIMD
     int64_t blocks = (n + 15) / 16;
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -195,22 +180,38 @@ int tunesmith_gelu_backward(const float *x, const float *dy, float *dx, int64_t 
         __m512 v = _mm512_maskz_loadu_ps(k, x + b * 16);
         __m512 t = tanh_of(gelu_u(v));
         __m512 one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(0.5f);
-        /* du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2) */
-        __m512 du = _mm512_mul_ps(_mm512_set1_ps(GELU_C),
-                                  _mm512_fmadd_ps(_mm512_mul_ps(v, v),
-                                                  _mm512_set1_ps(3 * GELU_A), one));
-        /* 0.5 (1 + t) + 0.5 x (1 - t^2) du */
-        __m512 grad = _mm512_fmadd_ps(
-            _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_fnmadd_ps(t, t, one)), du,
-            _mm512_mul_ps(half, _mm512_add_ps(one, t)));
-        _mm512_mask_storeu_ps(dx + b * 16, k,
-                              _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dy + b * 16), grad));
+        __m512 result;
+        if (!dy) {
+            __m512 half_x = _mm512_mul_ps(half, v);
+            result = _mm512_fmadd_ps(half_x, t, half_x); /* 0.5 x (1 + t) */
+        } else {
+            /* du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2) */
+            __m512 du = _mm512_mul_ps(_mm512_set1_ps(GELU_C),
+                                      _mm512_fmadd_ps(_mm512_mul_ps(v, v),
+                                                      _mm512_set1_ps(3 * GELU_A), one));
+            /* 0.5 (1 + t) + 0.5 x (1 - t^2) du */
+            __m512 grad = _mm512_fmadd_ps(
+                _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_fnmadd_ps(t, t, one)), du,
+                _mm512_mul_ps(half, _mm512_add_ps(one, t)));
+            result = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dy + b * 16), grad);
+        }
+        _mm512_mask_storeu_ps(out + b * 16, k, result);
     }
     return 0;
 #else
-    (void)x, (void)dy, (void)dx, (void)n, (void)threads;
+    (void)x, (void)dy, (void)out, (void)n, (void)threads;
     return -1;
 #endif
+}
+
+/* y = gelu(x) for n float32 elements. */
+int tunesmith_gelu(const float *x, float *y, int64_t n, int threads) {
+    return gelu_pass(x, NULL, y, n, threads);
+}
+
+/* dx = dy * gelu'(x) for n float32 elements. */
+int tunesmith_gelu_backward(const float *x, const float *dy, float *dx, int64_t n, int threads) {
+    return gelu_pass(x, dy, dx, n, threads);
 }
 
 #if SIMD
@@ -331,11 +332,7 @@ static inline __m512 log_positive(__m512 x) {
 /* 16 uniform draws in (0, 1) for tokens i.., keyed by seed: 24 bits of the same hash as
  * dropout's mask, plus a half, so that neither 0 nor 1 comes up. */
 static inline __m512 uniform16(uint64_t seed, int64_t i) {
-    __m512i counter = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)i),
-                                       _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
-                                                         12, 13, 14, 15));
-    __m512i h = mix32(_mm512_xor_si512(counter, _mm512_set1_epi32((int)(uint32_t)seed)));
-    h = mix32(_mm512_xor_si512(h, _mm512_set1_epi32((int)(uint32_t)(seed >> 32))));
+    __m512i h = hash16(seed, i);
     __m512 bits = _mm512_cvtepi32_ps(_mm512_srli_epi32(h, 8));
     return _mm512_mul_ps(_mm512_add_ps(bits, _mm512_set1_ps(0.5f)),
                          _mm512_set1_ps(1.0f / 16777216));
