@@ -283,9 +283,9 @@ def test_requests_joining_a_running_batch_are_prefilled_in_its_next_steps_pass(
 def test_the_pass_cost_fit_recovers_how_a_pass_grows():
     """seconds = fixed + per token + per output, learnt from passes of a few shapes."""
     cost = PassCost()
-    assert cost.seconds(10, 1) is None  # nothing measured yet
+    assert cost.fit() is None  # nothing measured yet
     truth = (0.02, 0.0015, 0.0008)
     for tokens, outputs in [(1, 1), (12, 1), (16, 16), (26, 2), (8, 8), (30, 3)] * 3:
         cost.record(tokens, outputs, truth[0] + truth[1] * tokens + truth[2] * outputs)
     assert cost.fit() == pytest.approx(truth)
-    assert cost.seconds(20, 4) == pytest.approx(0.02 + 0.03 + 0.0032)
+    assert cost.fit().seconds(20, 4) == pytest.approx(0.02 + 0.03 + 0.0032)

@@ -278,16 +278,16 @@ class Batcher:
         a request alone would (its prefill plus two decode steps, by the passes measured so
         far): a pass with the batch's rows in it costs more than a prefill alone, and a
         newcomer has waited for the pass in flight already."""
-        cost = self.pass_cost
+        fit = self.pass_cost.fit()
+        if fit is None:
+            return True  # nothing measured yet
         longest = max(len(_spec(i).prompt_ids) for i in newcomers)
         rows, n = len(self._batch), len(newcomers)
         # Their first tokens come once the pass's layers and their own logits are done.
-        joined, step = cost.seconds(rows + n * longest, n), cost.seconds(1, 1)
-        if joined is None or step is None:
-            return True  # nothing measured yet
+        joined, step = fit.seconds(rows + n * longest, n), fit.seconds(1, 1)
         now = time.monotonic()
         return all(
-            now - i.arrived + joined <= cost.seconds(len(_spec(i).prompt_ids), 1) + 2 * step
+            now - i.arrived + joined <= fit.seconds(len(_spec(i).prompt_ids), 1) + 2 * step
             for i in newcomers
         )
 

@@ -12,10 +12,22 @@ batch's next pass without making their first token late (batcher.py).
 from __future__ import annotations
 
 from collections import deque
+from typing import NamedTuple
 
 import torch
 
 RECENT_PASSES = 64  # the fit follows the machine's current speed
+
+
+class Fit(NamedTuple):
+    """Seconds of a pass: fixed, plus per token through the layers, plus per output drawn."""
+
+    fixed: float
+    per_token: float
+    per_output: float
+
+    def seconds(self, tokens: int, outputs: int) -> float:
+        return self.fixed + self.per_token * tokens + self.per_output * outputs
 
 
 class PassCost:
@@ -25,18 +37,14 @@ class PassCost:
     def record(self, tokens: int, outputs: int, seconds: float) -> None:
         self._passes.append((tokens, outputs, seconds))
 
-    def fit(self) -> tuple[float, float, float] | None:
-        """(fixed, per token, per output) in seconds, none negative; None until the passes
-        seen tell the three apart."""
+    def fit(self) -> Fit | None:
+        """The least-squares fit of the recent passes, no part negative; None until the passes
+        seen tell the three parts apart."""
         if len(self._passes) < 3:
             return None
         rows = torch.tensor([[1.0, t, o] for t, o, _ in self._passes], dtype=torch.float64)
         seconds = torch.tensor([[s] for _, _, s in self._passes], dtype=torch.float64)
         if int(torch.linalg.matrix_rank(rows)) < 3:
             return None
-        fixed, per_token, per_output = torch.linalg.lstsq(rows, seconds).solution[:, 0].tolist()
-        return max(fixed, 0.0), max(per_token, 0.0), max(per_output, 0.0)
-
-    def seconds(self, tokens: int, outputs: int) -> float | None:
-        fit = self.fit()
-        return None if fit is None else fit[0] + fit[1] * tokens + fit[2] * outputs
+        parts = torch.linalg.lstsq(rows, seconds).solution[:, 0].tolist()
+        return Fit(*(max(part, 0.0) for part in parts))
