@@ -289,3 +289,18 @@ def test_the_pass_cost_fit_recovers_how_a_pass_grows():
         cost.record(tokens, outputs, truth[0] + truth[1] * tokens + truth[2] * outputs)
     assert cost.fit() == pytest.approx(truth)
     assert cost.fit().seconds(20, 4) == pytest.approx(0.02 + 0.03 + 0.0032)
+
+
+def test_joiners_of_a_batch_that_emptied_are_prefilled_and_reported_first(small_model):
+    """Everything running left (say, abandoned) after newcomers were chosen to join: the step
+    prefills them on their own, hands their first tokens to `joined`, and decodes nothing."""
+    batch = DecodeBatch(small_model, EOS)
+    batch.admit([(0, spec(0, 20))])
+    batch.drop([0])
+    reported = []
+    assert batch.step([(1, spec(1, 8)), (2, spec(2, 5))], reported.extend) == []
+    assert [p.key for p in reported] == [1, 2] and len(batch) == 2
+    for _ in range(7):
+        reported += batch.step()
+    tokens = {k: [p.token for p in reported if p.key == k] for k in (1, 2)}
+    assert tokens == {1: alone(small_model, 1, 8), 2: alone(small_model, 2, 5)}

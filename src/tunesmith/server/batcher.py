@@ -221,9 +221,6 @@ class Batcher:
         self.steps += 1
         self.largest_batch = max(self.largest_batch, len(self._running))
         specs = [(id(i), _spec(i)) for i in joining]
-        if not len(self._batch):  # it emptied (abandoned) after they were chosen to join it
-            self._dispatch(self._batch.admit(specs), joining)
-            return
         rows, stopped = len(self._batch), []
         started = time.monotonic()
 

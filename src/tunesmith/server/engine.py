@@ -214,16 +214,21 @@ class DecodeBatch:
         read them again. Their first tokens are drawn first and handed to `joined` (which must
         not change the batch) before the running rows' logits are computed; the returned list
         holds the running rows' tokens only when `joined` is given."""
-        if not self.rows:
-            return self.admit(list(joining))
+        if not self.rows:  # nothing running (it all left): the newcomers' own prefill
+            first = self.admit(list(joining))
+            if joined is None:
+                return first
+            joined(first)
+            return []
         assert all(s.prompt_logprobs is None for _, s in joining)
         if self.width + 1 > self.mask.shape[1]:
             self._make_room()
         prompts, prompt_mask = self._prompts(list(joining)) if joining else (None, None)
-        if prompts is not None and prompts.idx.shape[1] > self.width + 1:
-            self._shift(prompts.idx.shape[1] - self.width - 1)  # room on the left for them
+        if prompts is not None:
+            if prompts.idx.shape[1] > self.width + 1:
+                self._shift(prompts.idx.shape[1] - self.width - 1)  # room on the left for them
+            self._reserve(len(self.rows) + len(joining), self.width + 1)  # and their slots
         B, W = len(self.rows), self.width
-        self._reserve(B + len(joining), W + 1)
         assert self.cache is not None
         self.mask[:B, W] = True
         mask = self.mask[:B, : W + 1]
