@@ -1,7 +1,8 @@
-/* Training's memory-bound steps on the CPU, each done in one pass where PyTorch makes several:
- * the cross-entropy of the LM head's logits (the loss and its gradient together) and dropout
- * (a counter-based mask, drawn again in backward rather than stored). Built and loaded by
- * fused.py, which uses a kernel only where its AVX-512 loops compiled in.
+/* Memory-bound steps on the CPU, each done in one pass or call where PyTorch makes several:
+ * training's cross-entropy of the LM head's logits (the loss and its gradient together), GELU
+ * and dropout (a counter-based mask, drawn again in backward rather than stored); decoding's
+ * attention of one query per sequence over its cache, and a row's Gumbel-max sampling draw.
+ * Built and loaded by fused.py, which uses a kernel only where its AVX-512 loops compiled in.
  */
 #include <math.h>
 #include <stdint.h>

@@ -1,4 +1,5 @@
-"""Training's memory-bound steps on the CPU from fused.c: the head's cross-entropy, GELU, dropout.
+"""One-pass CPU kernels from fused.c: training's cross-entropy, GELU and dropout; decoding's
+attention and sampling draw.
 
 Between the matrix products, a CPU training step of GPT-2 124M spent about 16% of its time
 in PyTorch's memory-bound kernels (2-core Xeon, LoRA, 32 jokes per batch): log_softmax and
@@ -10,9 +11,14 @@ each in one pass:
 - dropout: the mask comes from a counter-based hash of a seed drawn from PyTorch's generator
   (so `torch.manual_seed` still decides it), and backward draws it again instead of storing it.
 - GELU (tanh form): tanh from one exponential, forward and backward.
-Both need float32 on the CPU and the library (AVX-512, a C compiler; see tunesmith.native);
-otherwise, and under torch.compile, PyTorch's own ops run. The numbers are PyTorch's up to
-float rounding; the dropout masks are different draws of the same distribution.
+Decoding spent its time between the products in many small ops; in one call each:
+- attention of one new query per sequence over its cached keys (float32 or bfloat16);
+- a row's Gumbel-max draw and its top-p check, the noise from the same hash, seeded by the
+  row's own generator (so a seed still decides the text).
+The training kernels need float32, all of them the CPU and the library (AVX-512, a C compiler;
+see tunesmith.native); otherwise, and under torch.compile, PyTorch's own ops run. The numbers
+are PyTorch's up to float rounding; the dropout masks and sampling noise are different draws
+of the same distributions.
 """
 
 from __future__ import annotations
