@@ -34,7 +34,7 @@ needs_bf16_kernel = pytest.mark.skipif(
 
 @needs_bf16_kernel
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 13, 16])
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 13, 16, 32])
 @pytest.mark.parametrize("N, K", SHAPES)
 def test_bf16_rows_match_pytorch(N, K, rows, threads, monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
@@ -53,15 +53,15 @@ def test_bf16_rows_match_pytorch(N, K, rows, threads, monkeypatch):
 def test_a_rows_numbers_do_not_depend_on_the_rows_beside_it():
     torch.manual_seed(0)
     w, b = torch.randn(50257, 64).bfloat16(), torch.randn(50257).bfloat16()  # odd N: leftovers
-    x = torch.randn(16, 64).bfloat16()
+    x = torch.randn(32, 64).bfloat16()
     together = gemv.gemm(x, w, b)
-    for rows in (range(1), range(3, 5), range(7, 16)):
+    for rows in (range(1), range(3, 5), range(7, 16), range(9, 32)):
         alone = gemv.gemm(x[rows.start : rows.stop], w, b)
         assert torch.equal(alone, together[rows.start : rows.stop])
 
 
 @needs_kernels
-@pytest.mark.parametrize("rows", [4, 5, 8, 11, 12])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 11, 12, 13, 16, 24])
 @pytest.mark.parametrize("N, K", SHAPES)
 def test_float32_rows_match_pytorch(N, K, rows):
     torch.manual_seed(N + K + rows)
@@ -75,16 +75,20 @@ def test_float32_rows_match_pytorch(N, K, rows):
 @needs_kernels
 def test_float32_rows_do_not_depend_on_the_rows_beside_them():
     torch.manual_seed(0)
-    w = torch.randn(1001, 96)
-    x = torch.randn(12, 96)
+    # 1005 weight rows: blocks of 4 for 3 rows and more, of 8 for 1-2, and different rows left
+    # over for each; every row of x still gets the same sums.
+    w = torch.randn(1005, 96)
+    x = torch.randn(24, 96)
     together = gemv.gemm(x, w, None)
-    assert torch.equal(gemv.gemm(x[4:8], w, None), together[4:8])
+    for rows in (range(1), range(1, 3), range(4, 8), range(3, 16), range(5, 24)):
+        alone = gemv.gemm(x[rows.start : rows.stop], w, None)
+        assert torch.equal(alone, together[rows.start : rows.stop])
 
 
 @needs_kernels
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("activations", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("rows", [1, 3, 8, 16])
+@pytest.mark.parametrize("rows", [1, 3, 8, 16, 37, 64])
 @pytest.mark.parametrize("N, K", SHAPES)
 def test_int8_weights_match_their_dequantized_product(N, K, rows, activations, bias):
     torch.manual_seed(N * K + rows)

@@ -5,8 +5,9 @@
  * Decoding reads every weight once per step, so these are bound by how fast the weights stream
  * from memory. PyTorch's bfloat16 and int8 CPU kernels convert and reduce more slowly than
  * memory delivers; here each thread walks its weight rows in blocks (independent sums in
- * flight), uses each loaded piece of a weight row for every activation row, and prefetches
- * the block AHEAD_BLOCKS ahead while it works.
+ * flight), uses each loaded block for every activation row (a register tile of them at a
+ * time), and prefetches blocks AHEAD_BLOCKS on while it works. So a call reads the weights
+ * once whatever its row count: from a few rows on, the products, not memory, set the pace.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -26,14 +27,14 @@
 
 #define AHEAD_BLOCKS 2
 
-/* Activation rows are taken 12, 8, 4, 2 or 1 at a time (each group streams the weights once),
- * with as many weight rows per block as the 32 vector registers allow: MR * NR accumulators +
- * NR weight pieces + 1 activation piece. (16 rows with one weight row measured slower than
- * 12 + 4: too many activation loads per weight piece.) */
-#define ROW_BLOCK(MR) ((MR) == 12 ? 2 : (MR) == 8 ? 3 : (MR) == 4 ? 6 : 8)
-static inline int row_group(int64_t left) {
-    return left >= 12 ? 12 : left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
-}
+/* Every weight is read from memory once per call, whatever the row count: each block of weight
+ * rows, once loaded, serves all the activation rows, taken a register tile at a time (a tile's
+ * sums, MR * NR accumulators, + NR weight pieces + 1 activation piece fit the 32 vector
+ * registers). Up to 2 rows (bound by memory alone) blocks are 8 weight rows wide; from 3 rows,
+ * 4 wide, with tiles of up to 6 rows, as even as the row count allows. */
+#define WIDE_NR 4
+#define NARROW_NR 8
+#define MAX_TILE 6
 
 /* What compiled in: the caller uses a kernel only where its vector loops did (the int8 and
  * float32 ones need AVX-512, the bfloat16 ones AVX512-BF16 too). */
@@ -67,61 +68,84 @@ static inline void store(void *y, int bf16, int64_t i, float f) {
 }
 
 #if SIMD
-static inline void prefetch_block(const char *ahead, const char *end, int64_t bytes) {
+/* Prefetch `bytes` from `at` into L2. No bounds check: a prefetch past the weights' end does
+ * not fault, and a branch here made the compiler keep the block's sums in memory. */
+static inline void prefetch_block(uintptr_t at, int64_t bytes) {
     for (int64_t line = 0; line < bytes; line += 64)
-        if (ahead + line < end) _mm_prefetch(ahead + line, _MM_HINT_T1);
+        _mm_prefetch((const char *)(at + line), _MM_HINT_T1);
 }
-
 #endif
 
 #if SIMD
+/* Unrolled early, a tile's sums stay in registers (else GCC stored them to memory every step). */
+#define UNROLLED _Pragma("GCC unroll 32")
+
+/* One step of a tile: the NR weight rows' and MR activation rows' pieces at k (lanes mk) into
+ * the tile's sums. */
+#define TILE_STEP(MR, NR, mk, WLOAD, XLOAD, MAC)                                              \
+    {                                                                                          \
+        __typeof__(WLOAD(mk, w)) wv[NR];                                                       \
+        UNROLLED for (int r = 0; r < NR; r++) wv[r] = WLOAD(mk, w + (n0 + r) * K + k);         \
+        UNROLLED for (int m = 0; m < MR; m++) {                                                \
+            __typeof__(XLOAD(mk, x)) xm = XLOAD(mk, x + m * K + k);                            \
+            UNROLLED for (int r = 0; r < NR; r++) acc[m][r] = MAC(acc[m][r], wv[r], xm);       \
+        }                                                                                      \
+    }
+
 /* MR activation rows by NR weight rows: sums[m * NR + r] = sum_k x[m, k] w[n0 + r, k]. Every
  * (m, r) has its own accumulator, fed a piece of k at a time in the same order whatever MR and
- * NR are: a row's result does not depend on how many rows share the call. */
+ * NR are: a row's result does not depend on how many rows share the call. Whole pieces load
+ * unmasked (a masked load costs an extra micro-op); only the last, partial one is masked. */
 #define BLOCK(NAME, MR, NR, TW, TX, PIECE, WBYTES, MASK, WLOAD, XLOAD, MAC)                   \
-    static void NAME##_##MR##x##NR(const void *xv, const void *wv_, int64_t n0, int64_t N,     \
-                                   int64_t K, float *sums) {                                   \
+    static void NAME##_##MR##x##NR(const void *xv, const void *wv_, int64_t n0, int64_t K,     \
+                                   float *sums, int ahead) {                                   \
         const TX *x = (const TX *)xv;                                                          \
         const TW *w = (const TW *)wv_;                                                         \
         __m512 acc[MR][NR];                                                                    \
-        for (int m = 0; m < MR; m++)                                                           \
-            for (int r = 0; r < NR; r++) acc[m][r] = _mm512_setzero_ps();                      \
-        const char *ahead = (const char *)(w + (n0 + AHEAD_BLOCKS * NR) * K);                  \
-        const char *end = (const char *)(w + N * K);                                           \
-        for (int64_t k = 0, step = 0; k < K; k += PIECE, step++) {                             \
-            /* the block reads NR * PIECE * WBYTES bytes a step: fetch as much of a later one */ \
-            prefetch_block(ahead + step * NR * PIECE * WBYTES, end, NR * PIECE * WBYTES);      \
-            MASK mk = K - k >= PIECE ? (MASK)~0u : (MASK)((1u << (K - k)) - 1);                \
-            __typeof__(WLOAD(mk, w)) wv[NR];                                                   \
-            for (int r = 0; r < NR; r++) wv[r] = WLOAD(mk, w + (n0 + r) * K + k);              \
-            for (int m = 0; m < MR; m++) {                                                     \
-                __typeof__(XLOAD(mk, x)) xm = XLOAD(mk, x + m * K + k);                        \
-                for (int r = 0; r < NR; r++) acc[m][r] = MAC(acc[m][r], wv[r], xm);           \
-            }                                                                                  \
+        UNROLLED for (int m = 0; m < MR; m++)                                                  \
+            UNROLLED for (int r = 0; r < NR; r++) acc[m][r] = _mm512_setzero_ps();             \
+        /* a step reads NR * PIECE * WBYTES bytes of weights: fetch as much of the block      \
+         * `ahead` blocks on (each tile of a block a different one, so that memory stays busy  \
+         * through all of them) */                                                             \
+        uintptr_t at = (uintptr_t)(w + (n0 + ahead * NR) * K);                                 \
+        int64_t k = 0;                                                                         \
+        for (; k + PIECE <= K; k += PIECE, at += NR * PIECE * WBYTES) {                        \
+            prefetch_block(at, NR * PIECE * WBYTES);                                           \
+            TILE_STEP(MR, NR, (MASK)~0u, WLOAD, XLOAD, MAC)                                    \
         }                                                                                      \
-        for (int m = 0; m < MR; m++)                                                           \
-            for (int r = 0; r < NR; r++) sums[m * NR + r] = _mm512_reduce_add_ps(acc[m][r]);  \
+        if (k < K) {                                                                           \
+            MASK mk = (MASK)((1ull << (K - k)) - 1);                                           \
+            TILE_STEP(MR, NR, mk, WLOAD, XLOAD, MAC)                                           \
+        }                                                                                      \
+        UNROLLED for (int m = 0; m < MR; m++)                                                  \
+            UNROLLED for (int r = 0; r < NR; r++)                                              \
+                sums[m * NR + r] = _mm512_reduce_add_ps(acc[m][r]);                            \
     }
 
-typedef void (*block_fn)(const void *, const void *, int64_t, int64_t, int64_t, float *);
+typedef void (*block_fn)(const void *, const void *, int64_t, int64_t, float *, int);
 
-/* A kernel family: its blocks for each row group (1, 2, 4, 8, 12 activation rows; ROW_BLOCK
- * weight rows each) and their one-weight-row versions for the rows left over, and the table
- * NAME_blocks[full or leftover][group] that group_times_w reads. */
+/* A kernel's blocks, indexed [width][tile rows - 1]: width 0 is NARROW_NR weight rows (tiles of
+ * 1-2 rows), 1 is WIDE_NR (tiles of 1 to MAX_TILE rows), 2 is one weight row (the rows left over
+ * at the end of w, any tile). */
 #define FAMILY(NAME, ...)                                                                      \
     BLOCK(NAME, 1, 8, __VA_ARGS__)                                                             \
     BLOCK(NAME, 2, 8, __VA_ARGS__)                                                             \
-    BLOCK(NAME, 4, 6, __VA_ARGS__)                                                             \
-    BLOCK(NAME, 8, 3, __VA_ARGS__)                                                             \
-    BLOCK(NAME, 12, 2, __VA_ARGS__)                                                            \
+    BLOCK(NAME, 1, 4, __VA_ARGS__)                                                             \
+    BLOCK(NAME, 2, 4, __VA_ARGS__)                                                             \
+    BLOCK(NAME, 3, 4, __VA_ARGS__)                                                             \
+    BLOCK(NAME, 4, 4, __VA_ARGS__)                                                             \
+    BLOCK(NAME, 5, 4, __VA_ARGS__)                                                             \
+    BLOCK(NAME, 6, 4, __VA_ARGS__)                                                             \
     BLOCK(NAME, 1, 1, __VA_ARGS__)                                                             \
     BLOCK(NAME, 2, 1, __VA_ARGS__)                                                             \
+    BLOCK(NAME, 3, 1, __VA_ARGS__)                                                             \
     BLOCK(NAME, 4, 1, __VA_ARGS__)                                                             \
-    BLOCK(NAME, 8, 1, __VA_ARGS__)                                                             \
-    BLOCK(NAME, 12, 1, __VA_ARGS__)                                                            \
-    static const block_fn NAME##_blocks[2][5] = {                                              \
-        {NAME##_1x8, NAME##_2x8, NAME##_4x6, NAME##_8x3, NAME##_12x2},                         \
-        {NAME##_1x1, NAME##_2x1, NAME##_4x1, NAME##_8x1, NAME##_12x1},                         \
+    BLOCK(NAME, 5, 1, __VA_ARGS__)                                                             \
+    BLOCK(NAME, 6, 1, __VA_ARGS__)                                                             \
+    static const block_fn NAME##_blocks[3][MAX_TILE] = {                                       \
+        {NAME##_1x8, NAME##_2x8},                                                              \
+        {NAME##_1x4, NAME##_2x4, NAME##_3x4, NAME##_4x4, NAME##_5x4, NAME##_6x4},              \
+        {NAME##_1x1, NAME##_2x1, NAME##_3x1, NAME##_4x1, NAME##_5x1, NAME##_6x1},              \
     };
 
 /* float32: 16 products a piece per accumulator, by fused multiply-adds. */
@@ -141,41 +165,35 @@ FAMILY(int8, int8_t, float, 16, 1, __mmask16, INT8_LOAD, F32_LOAD, F32_MAC)
 FAMILY(bf16, uint16_t, uint16_t, 32, 2, __mmask32, BF16_LOAD, BF16_LOAD, BF16_MAC)
 #endif
 
-/* MR rows of x (a row_group) times all of w: blocks of NR weight rows, then the rows left over
- * one at a time (the same sums, so every weight row gets the same arithmetic). */
-static void group_times_w(const void *x, const void *w, const void *scale, const void *bias,
-                          void *y, int MR, int64_t N, int64_t K, int threads, int bf16,
-                          const block_fn blocks[2][5]) {
-    int g = MR == 12 ? 4 : MR == 8 ? 3 : MR == 4 ? 2 : MR == 2 ? 1 : 0;
-    int NR = ROW_BLOCK(MR);
-    int64_t blocks_n = N / NR;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t b = 0; b <= blocks_n; b++) { /* b == blocks_n: the rows left over */
-        float sums[32];
-        int nr = b < blocks_n ? NR : 1;
-        int64_t first = b * NR, last = b < blocks_n ? first + NR : N;
-        for (int64_t n = first; n < last; n += nr) {
-            blocks[b < blocks_n ? 0 : 1][g](x, w, n, N, K, sums);
-            for (int m = 0; m < MR; m++)
-                for (int r = 0; r < nr; r++) {
-                    float s = sums[m * nr + r] * (scale ? value(scale, bf16, n + r) : 1.0f);
-                    store(y, bf16, m * N + n + r, s + (bias ? value(bias, bf16, n + r) : 0.0f));
-                }
-        }
-    }
-}
-
-/* y (M, N) = x (M, K) wᵀ (* scale) + bias; the rows of x go in row groups, each streaming the
- * weights once. x holds x_bytes a number, y, scale and bias bfloat16 or float32. */
+/* y (M, N) = x (M, K) wᵀ (* scale) + bias: each thread takes a share of the blocks of weight
+ * rows (the rows left over at the end one at a time, with the same sums), and each block, once
+ * loaded, serves every row of x, a tile at a time. x holds x_bytes a number; y, scale and bias
+ * are bfloat16 when `bf16`, else float32. */
 static void rows_times_w(const void *x, int64_t x_bytes, const void *w, const void *scale,
                          const void *bias, void *y, int64_t M, int64_t N, int64_t K, int threads,
-                         int bf16, const block_fn blocks[2][5]) {
-    int64_t y_bytes = bf16 ? 2 : 4;
-    for (int64_t m0 = 0; m0 < M;) {
-        int MR = row_group(M - m0);
-        group_times_w((const char *)x + m0 * K * x_bytes, w, scale, bias,
-                      (char *)y + m0 * N * y_bytes, MR, N, K, threads, bf16, blocks);
-        m0 += MR;
+                         int bf16, const block_fn blocks[3][MAX_TILE]) {
+    int narrow = M <= 2;
+    int NR = narrow ? NARROW_NR : WIDE_NR, max_tile = narrow ? 2 : MAX_TILE;
+    int64_t tiles = (M + max_tile - 1) / max_tile, blocks_n = N / NR;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b <= blocks_n; b++) { /* b == blocks_n: the rows left over */
+        float sums[MAX_TILE * NARROW_NR];
+        int nr = b < blocks_n ? NR : 1;
+        const block_fn *row = blocks[b < blocks_n ? !narrow : 2];
+        int64_t first = b * NR, last = b < blocks_n ? first + NR : N;
+        for (int64_t n = first; n < last; n += nr)
+            for (int64_t t = 0, m0 = 0; t < tiles; t++) {
+                /* tiles as even as M allows: the first M % tiles get one row more */
+                int MR = (int)(M / tiles + (t < M % tiles));
+                row[MR - 1]((const char *)x + m0 * K * x_bytes, w, n, K, sums, AHEAD_BLOCKS + t);
+                for (int m = 0; m < MR; m++)
+                    for (int r = 0; r < nr; r++) {
+                        float s = sums[m * nr + r] * (scale ? value(scale, bf16, n + r) : 1.0f);
+                        float add = bias ? value(bias, bf16, n + r) : 0.0f;
+                        store(y, bf16, (m0 + m) * N + n + r, s + add);
+                    }
+                m0 += MR;
+            }
     }
 }
 #endif

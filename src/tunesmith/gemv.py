@@ -1,14 +1,16 @@
-"""Products of a few activation rows with a weight matrix on the CPU, from gemv.c: bfloat16 and
-int8 weights for 1 to 16 rows (decoding a few sequences), float32 for 4 to 12.
+"""Products of a few activation rows with a weight matrix on the CPU, from gemv.c: float32 for
+1 to 24 rows (decoding a batch of sequences, or a short prompt), bfloat16 for 1 to 32, int8
+weights for 1 to 64.
 
 Decoding reads every weight once per step, so a step is as fast as the weights stream from
 memory. On a 2-core AVX-512 Xeon PyTorch's bfloat16 and int8 kernels stream GPT-2 124M's
 weights at 15 and 11 GB/s, where float32 reaches 28 GB/s: they are bound by converting, not by
 memory. gemv.c converts in registers, keeps many sums in flight and prefetches ahead: 25-28
-GB/s for one row. For a few rows each loaded piece of a weight row serves every row: bfloat16
-1.1-1.7x PyTorch's speed up to 16 rows, int8 1.3-1.9x, float32 1.2-1.6x at 4 to 12
-(`benchmarks/README.md`). A row's sums run in the same order however many rows share a call,
-so a sequence's numbers do not depend on its batch.
+GB/s for one row. For more rows PyTorch's float32 kernel reads the weights as slowly as for
+two (12 GB/s at 16 rows), where gemv.c reads them once for all rows, in register tiles:
+float32 1.1-2x PyTorch's speed from 2 to 24 rows, bfloat16 1.1-1.8x to 24, int8 1.7-1.9x
+(bfloat16) to 48 (`benchmarks/README.md`). A row's sums run in the same order however many
+rows share a call, so a sequence's numbers do not depend on its batch.
 
 The library is built by tunesmith.native (compiled once per machine into the user's cache). Each
 kernel is used only where its vector loops compiled in (AVX-512; AVX512-BF16 for bfloat16);
@@ -30,13 +32,15 @@ SOURCE = Path(__file__).with_name("gemv.c")
 DISABLE_ENV = native.DISABLE_ENV
 
 
-# Row counts where the kernels beat PyTorch's (2-core Xeon, GPT-2 124M's weights streamed):
-# bfloat16 from 1 row (1.6x) to 16 (1.05x); int8 from 1 (1.5x) to 16 (1.3x); float32 from 4
-# (1.6x) to 12 (1.25x), where at 1-2 rows MKL already streams at memory speed and beyond 12
-# the activation loads cost more.
-BF16_ROWS = range(1, 17)
-INT8_ROWS = range(1, 17)
-F32_ROWS = range(4, 13)
+# Row counts where the kernels beat PyTorch's (2-core Xeon, GPT-2 124M's weights streamed from
+# memory): float32 from 1 row (1.0-1.2x: MKL streams one row at memory speed too, and one
+# kernel for every batch size keeps a sequence's numbers the same in any batch) to 24 (1.1x);
+# bfloat16 from 1 (1.6x) to 32 (1.0x); int8 from 1 to 64 (1.7-1.9x against PyTorch's bfloat16
+# int8 kernel, far more against the float32 fallback). Beyond, PyTorch's blocked products
+# overtake the dot products these kernels are made of.
+F32_ROWS = range(1, 25)
+BF16_ROWS = range(1, 33)
+INT8_ROWS = range(1, 65)
 INT8_ACTIVATIONS = (torch.float32, torch.bfloat16)
 
 
@@ -46,7 +50,8 @@ def enabled() -> bool:
 
 
 def int8_rows_apply(x: torch.Tensor, rows: int) -> bool:
-    """Whether gemm_int8 takes x: float32 or bfloat16 CPU rows, at most 16, and the library."""
+    """Whether gemm_int8 takes x: float32 or bfloat16 CPU rows, as many as INT8_ROWS, and the
+    library."""
     return (
         rows in INT8_ROWS
         and x.dtype in INT8_ACTIVATIONS

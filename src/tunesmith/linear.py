@@ -1,8 +1,8 @@
 """The model's linear layer: nn.Linear, with two kernel choices for decoding on the CPU.
 
 Decoding multiplies a few rows (one per sequence) by each weight, outside autograd:
-- tunesmith.gemv takes bfloat16 products of 1 to 16 rows and float32 ones of 4 to 12, where it
-  is built: it streams the weights 1.1-1.7x as fast as PyTorch's kernels.
+- tunesmith.gemv takes float32 products of 1 to 24 rows and bfloat16 ones of 1 to 32, where it
+  is built: it reads the weights once for all the rows, 1.1-2x as fast as PyTorch's kernels.
 - Other float32 products of 8 to 256 rows are taken as (W·xᵀ)ᵀ, which PyTorch's CPU path runs
   up to 2x faster than x·Wᵀ at those sizes (2 cores, torch 2.13, GPT-2 124M shapes).
 Anything else (training's thousands of rows, the GPU) is F.linear. Every path computes the
