@@ -200,8 +200,7 @@ class Batcher:
             self._thread.join(timeout)
 
     def _work(self) -> None:
-        model = self.generator.model
-        self._batch = DecodeBatch(model, self.tokenizer.eos_id)
+        self._batch = self._new_batch()
         while True:
             newcomers = self._take()
             if newcomers is None:
@@ -370,10 +369,16 @@ class Batcher:
         with self._cond:
             self._running.pop(key, None)
 
+    def _new_batch(self) -> DecodeBatch:
+        # Continuous batches grow a joiner at a time: room for a full batch from the start, so
+        # that the cache is never reallocated and copied. A static batch is admitted at once.
+        slots = self.max_batch_size if self.continuous else 1
+        return DecodeBatch(self.generator.model, self.tokenizer.eos_id, slots)
+
     def _fail(self, error: JobFailed) -> None:
         with self._cond:
             failed = list(self._running.values())
             self._running.clear()
         for item in failed:
             item.job._put(error)
-        self._batch = DecodeBatch(self.generator.model, self.tokenizer.eos_id)
+        self._batch = self._new_batch()

@@ -84,9 +84,13 @@ class DecodeBatch:
     Row i of the batch lives in slot i of the cache and of every per-row tensor below (their
     first dimension is the slot count); rows [0, len(self)) are in use."""
 
-    def __init__(self, model: GPT2, eos_id: int):
+    def __init__(self, model: GPT2, eos_id: int, slots: int = 1):
         self.model, self.eos_id = model, eos_id
         self.vocab = model.config.vocab_size
+        # The cache's first allocation holds this many rows: a batch growing one joiner at a
+        # time to `slots` then never reallocates and copies its cache (33 ms at 8 -> 16 rows
+        # of GPT-2 124M), however its rows come and go.
+        self.slots = slots
         self._reset()
 
     def _reset(self) -> None:
@@ -335,7 +339,8 @@ class DecodeBatch:
         if self.cache is None:
             config, model = self.model.config, self.model
             width = min(columns + MIN_COLUMNS, config.n_positions)
-            self.cache = SlotCache(config, rows, width, model.device, model.dtype)
+            slots = max(rows, self.slots)
+            self.cache = SlotCache(config, slots, width, model.device, model.dtype)
         self.cache.reserve(rows, columns)
         slots, width = self.cache.slots, self.cache.max_len
         if self.mask.shape != (slots, width):
