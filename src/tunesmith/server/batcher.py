@@ -225,7 +225,7 @@ class Batcher:
 
         def joined(first: list[Produced]) -> None:
             tokens = rows + len(specs) * _longest(specs)
-            self.pass_cost.record(tokens, len(specs), time.monotonic() - started)
+            self.pass_cost.record(tokens, rows + len(specs), time.monotonic() - started)
             stopped.extend(self._dispatch(first, joining, drop=False))
 
         produced = self._batch.step(specs, joined if specs else None)
@@ -279,8 +279,8 @@ class Batcher:
             return True  # nothing measured yet
         longest = max(len(_spec(i).prompt_ids) for i in newcomers)
         rows, n = len(self._batch), len(newcomers)
-        # Their first tokens come once the pass's layers and their own logits are done.
-        joined, step = fit.seconds(rows + n * longest, n), fit.seconds(1, 1)
+        # Their first tokens come once the pass's layers and every row's logits are done.
+        joined, step = fit.seconds(rows + n * longest, rows + n), fit.seconds(1, 1)
         now = time.monotonic()
         return all(
             now - i.arrived + joined <= fit.seconds(len(_spec(i).prompt_ids), 1) + 2 * step

@@ -216,8 +216,8 @@ class DecodeBatch:
         same forward pass, their prompts ending at the step's column, and sample their first
         tokens: the pass reads the weights once for both, where a prefill of its own would
         read them again. Their first tokens are drawn first and handed to `joined` (which must
-        not change the batch) before the running rows' logits are computed; the returned list
-        holds the running rows' tokens only when `joined` is given."""
+        not change the batch) before the running rows' are drawn; the returned list holds the
+        running rows' tokens only when `joined` is given."""
         if not self.rows:  # nothing running (it all left): the newcomers' own prefill
             first = self.admit(list(joining))
             if joined is None:
@@ -260,12 +260,13 @@ class DecodeBatch:
         self.positions[:B] += 1
         first: list[Produced] = []
         if prompts is not None:
-            # The newcomers' first tokens before the running rows' logits: they wait on them.
-            head = self.model.lm_head
-            first = self._join(list(joining), prompt_mask, head(states[B:]).float())
+            # Every row's logits from one read of the LM head (a second read for the newcomers
+            # alone cost more than it saved them); the newcomers' first tokens are drawn first.
+            everyone = self.model.lm_head(states).float()
+            first = self._join(list(joining), prompt_mask, everyone[B:])
             if joined is not None:
                 joined(first)
-            logits = head(states[:B]).float()
+            logits = everyone[:B]
         running = self.rows[:B]
         produced, tokens = self._choose(logits, running, self.seen[:B], self.counts[:B])
         self._took(torch.arange(B, device=tokens.device), tokens)
