@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from tunesmith import fused
 from tunesmith.model import GPT2, GPT2Config
+from tunesmith.sampling import sample
 
 needs_kernels = pytest.mark.skipif(
     not fused.enabled(), reason="no C compiler or no AVX-512 here: PyTorch's ops run instead"
@@ -280,3 +281,37 @@ def test_gumbel_draws_outside_the_nucleus_are_refused_and_seeded():
     assert abs(picks.count(None) / 2000 - float(logits.softmax(-1)[2:].sum())) < 0.03
     again = torch.Generator().manual_seed(0)
     assert [fused.gumbel_pick(logits, again, top_p=0.7) for _ in range(2000)] == picks
+
+
+@needs_kernels
+@pytest.mark.parametrize("top_p", [1.0, 0.7])
+def test_a_batch_of_rows_draws_what_each_row_draws_alone(top_p):
+    torch.manual_seed(1)
+    logits = torch.randn(12, 3, 50) * 3  # rows strided, as a model's last positions are
+    rows = logits[:, -1]
+    together = [torch.Generator().manual_seed(seed) for seed in range(12)]
+    alone = [torch.Generator().manual_seed(seed) for seed in range(12)]
+    drawn = []
+    for _ in range(20):
+        picks = fused.gumbel_picks(rows, together, top_p)
+        assert picks == [
+            fused.gumbel_pick(rows[i].contiguous(), alone[i], top_p) for i in range(12)
+        ]
+        drawn += picks
+    assert all(p is None or 0 <= p < 50 for p in drawn)
+    assert (None in drawn) == (top_p < 1)  # refusals, row by row, only under top-p
+
+
+@needs_kernels
+def test_sampling_a_batch_gives_each_row_its_own_draws():
+    torch.manual_seed(2)
+    logits = torch.randn(9, 500)
+    for top_p in (1.0, 0.5, 0.05):  # 0.05: draws mostly miss, the nucleus is found instead
+        together = sample(
+            logits, [torch.Generator().manual_seed(s) for s in range(9)], 1.0, 0, top_p
+        )
+        alone = [
+            int(sample(logits[i : i + 1], [torch.Generator().manual_seed(i)], 1.0, 0, top_p)[0])
+            for i in range(9)
+        ]
+        assert together.tolist() == alone

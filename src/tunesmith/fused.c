@@ -389,3 +389,12 @@ int64_t tunesmith_gumbel_pick(const float *logits, int64_t V, uint64_t seed, flo
     return -2;
 #endif
 }
+
+/* tunesmith_gumbel_pick for B rows at once (row b at logits + b * stride, with seeds[b]), the
+ * rows shared among the threads: picks[b] as that function returns it. */
+void tunesmith_gumbel_picks(const float *logits, int64_t B, int64_t V, int64_t stride,
+                            const uint64_t *seeds, float top_p, int64_t *picks, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < B; b++)
+        picks[b] = tunesmith_gumbel_pick(logits + b * stride, V, seeds[b], top_p);
+}

@@ -117,10 +117,24 @@ def gumbel_pick(logits: torch.Tensor, generator: torch.Generator, top_p: float =
     """One draw from softmax(logits) for a row of float32 CPU logits (V,): the argmax of the
     logits plus Gumbel noise, the noise keyed by a seed drawn from `generator` and by token id.
     With top_p < 1, None when the draw falls outside the nucleus (draw again, or find it)."""
-    assert logits.dim() == 1 and logits.dtype is torch.float32 and logits.is_contiguous()
-    seed = int(torch.randint(SEED_BOUND, (), generator=generator))
-    pick = _library().tunesmith_gumbel_pick(logits.data_ptr(), logits.numel(), seed, top_p)
-    return None if pick < 0 else pick
+    return gumbel_picks(logits[None], [generator], top_p)[0]
+
+
+def gumbel_picks(
+    logits: torch.Tensor, generators: list[torch.Generator], top_p: float = 1.0
+) -> list[int | None]:
+    """gumbel_pick for every row of float32 CPU logits (B, V), row b seeded from
+    generators[b], in one call: the rows are shared among the threads."""
+    B, V = logits.shape
+    assert logits.dtype is torch.float32 and logits.stride(-1) == 1 and len(generators) == B
+    seeds = (ctypes.c_uint64 * B)(
+        *(int(torch.randint(SEED_BOUND, (), generator=g)) for g in generators)
+    )
+    picks = (ctypes.c_int64 * B)()
+    _library().tunesmith_gumbel_picks(
+        logits.data_ptr(), B, V, logits.stride(0), seeds, top_p, picks, torch.get_num_threads()
+    )
+    return [None if pick < 0 else pick for pick in picks]
 
 
 class Dropout(nn.Dropout):
@@ -223,8 +237,10 @@ def _library() -> ctypes.CDLL | None:
     lib.tunesmith_decode_attention.argtypes = [
         ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, ptr, ctypes.c_float, c_int, c_int,
     ]  # fmt: skip
-    lib.tunesmith_gumbel_pick.argtypes = [ptr, i64, ctypes.c_uint64, ctypes.c_float]
-    lib.tunesmith_gumbel_pick.restype = i64
+    lib.tunesmith_gumbel_picks.argtypes = [
+        ptr, i64, i64, i64, ctypes.POINTER(ctypes.c_uint64), ctypes.c_float,
+        ctypes.POINTER(ctypes.c_int64), c_int,
+    ]  # fmt: skip
     lib.tunesmith_dropout.argtypes = [
         ptr, ptr, i64, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, c_int,
     ]  # fmt: skip
