@@ -20,6 +20,7 @@ from collections.abc import Callable
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from tunesmith import hugepages
 from tunesmith.checkpoint import resolve_model_dir
 from tunesmith.generate import TextGenerator
 from tunesmith.listen import listen_socket
@@ -58,6 +59,8 @@ class CompletionServer:
         self.chat_template = chat_template or ChatTemplate()
         self.created = int(time.time())
         c = self.config
+        # A server decodes for a long time: its weights in 2 MB pages make every step faster.
+        hugepages.move_weights(generator.model)
         self.batcher = Batcher(generator, c.max_batch_size, c.batch_wait, c.continuous)
         self.service = CompletionService(
             generator, self.batcher, self.model_name, c.timeout, c.max_n, c.max_choices
