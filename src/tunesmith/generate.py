@@ -19,6 +19,7 @@ from tunesmith.errors import UsageError
 from tunesmith.model import GPT2
 from tunesmith.options import option
 from tunesmith.quantize import check_quantization, quantize_model
+from tunesmith.textstream import TextTracker
 from tunesmith.tokenizer import GPT2Tokenizer
 
 
@@ -75,46 +76,6 @@ class GenerationRequest:
     prompt_ids: list[int]
     config: GenerationConfig
     seed: int
-
-
-class _TextState:
-    """Incremental text of one sequence: stop strings cut it, and text that might still
-    become a stop string or an incomplete UTF-8 character is held back from streaming."""
-
-    def __init__(self, tokenizer: GPT2Tokenizer, stops: tuple[str, ...]):
-        self.tokenizer, self.stops = tokenizer, stops
-        self.text, self.sent = "", 0
-
-    def update(self, seq: DecodingSequence) -> bool:
-        """Re-decode after a new token; True when a stop string appeared."""
-        ids = seq.new_ids
-        if ids and ids[-1] == self.tokenizer.eos_id and not seq.settings.ignore_eos:
-            ids = ids[:-1]
-        self.text = self.tokenizer.decode(ids)
-        cuts = [self.text.find(s) for s in self.stops if s in self.text]
-        if cuts:
-            self.text = self.text[: min(cuts)]
-            return True
-        return False
-
-    def take_new_text(self, final: bool) -> str:
-        safe = self.text
-        if not final:
-            safe = safe.rstrip("\ufffd")  # bytes of a character still to come
-            safe = safe[: len(safe) - self._stop_prefix_len(safe)]
-        delta = safe[self.sent :]
-        self.sent = max(self.sent, len(safe))
-        return delta
-
-    def _stop_prefix_len(self, text: str) -> int:
-        """Length of the longest end of text that begins some stop string."""
-        best = 0
-        for stop in self.stops:
-            for n in range(min(len(stop) - 1, len(text)), best, -1):
-                if text.endswith(stop[:n]):
-                    best = n
-                    break
-        return best
 
 
 class TextGenerator:
@@ -211,20 +172,21 @@ class TextGenerator:
     ) -> Iterator[tuple[int, str, Sample | None]]:
         """Decode requests together. Yields (index, new text, None) as text arrives and
         (index, last text, Sample) when request `index` finishes."""
-        states = [_TextState(self.tokenizer, r.config.stop) for r in requests]
+        states = [
+            TextTracker(self.tokenizer, r.config.stop, skip_eos=not r.config.ignore_eos)
+            for r in requests
+        ]
         sequences = [
             DecodingSequence.start(r.prompt_ids, r.config.sampling(), r.seed) for r in requests
         ]
         index_of = {id(s): i for i, s in enumerate(sequences)}
 
-        def is_stopped(seq: DecodingSequence) -> bool:
-            return states[index_of[id(seq)]].update(seq)
+        def is_stopped(seq: DecodingSequence) -> bool:  # asked of every token but eos
+            return states[index_of[id(seq)]].add(seq.new_ids[-1])
 
         for step in decode(self.model, sequences, self.tokenizer.eos_id, is_stopped):
             for i, _token in step:
                 seq, state = sequences[i], states[i]
-                if seq.finish_reason == "eos":
-                    state.update(seq)  # decode() ends at eos before asking is_stopped
                 if seq.finish_reason is None:
                     delta = state.take_new_text(final=False)
                     if delta:

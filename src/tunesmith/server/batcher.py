@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from tunesmith.server.engine import DecodeBatch, Produced, SequenceSpec, TokenLogprob
 from tunesmith.server.pass_cost import PassCost
-from tunesmith.server.text import TextTracker
+from tunesmith.textstream import TextTracker
 from tunesmith.tokenizer import GPT2Tokenizer
 
 

@@ -1,8 +1,7 @@
 """The text of one sequence as its tokens arrive: stop strings end it, and text that might
 still become a stop string, or is an incomplete UTF-8 character, is held back from streaming.
-
-(generate.py's _TextState does the same for the library's generator; this one also keeps the
-stop string when asked, as vLLM's `include_stop_str_in_output` does.)
+Used by the library's generator (generate.py) and by the server's batcher, which also keeps
+the stop string when asked, as vLLM's `include_stop_str_in_output` does.
 """
 
 from __future__ import annotations
@@ -11,6 +10,8 @@ from tunesmith.tokenizer import GPT2Tokenizer
 
 
 class TextTracker:
+    """One sequence's text: add() each new token, take_new_text() what can be streamed."""
+
     def __init__(
         self,
         tokenizer: GPT2Tokenizer,
