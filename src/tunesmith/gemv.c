@@ -77,6 +77,20 @@ static inline void prefetch_block(uintptr_t at, int64_t bytes) {
 #endif
 
 #if SIMD
+/* The sums of four vectors, [sum a, sum b, sum c, sum d], each by the same tree of additions
+ * (its 128-bit quarters pairwise, then their lanes) whichever vectors share the call; a third
+ * of the shuffles four _mm512_reduce_add_ps take (5% of a 16-row product). */
+static inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+    __m512 q =
+        _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+    q = _mm512_add_ps(q, _mm512_shuffle_ps(q, q, _MM_SHUFFLE(2, 3, 0, 1)));
+    q = _mm512_add_ps(q, _mm512_shuffle_ps(q, q, _MM_SHUFFLE(1, 0, 3, 2)));
+    __m512i firsts = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(firsts, q));
+}
+
 /* Unrolled early, a tile's sums stay in registers (else GCC stored them to memory every step). */
 #define UNROLLED _Pragma("GCC unroll 32")
 
@@ -117,9 +131,16 @@ static inline void prefetch_block(uintptr_t at, int64_t bytes) {
             MASK mk = (MASK)((1ull << (K - k)) - 1);                                           \
             TILE_STEP(MR, NR, mk, WLOAD, XLOAD, MAC)                                           \
         }                                                                                      \
-        UNROLLED for (int m = 0; m < MR; m++)                                                  \
-            UNROLLED for (int r = 0; r < NR; r++)                                              \
-                sums[m * NR + r] = _mm512_reduce_add_ps(acc[m][r]);                            \
+        /* four weight rows' sums at a time; a lone one by the same tree (a row's sums do not \
+         * depend on the block it falls in) */                                                 \
+        UNROLLED for (int m = 0; m < MR; m++) {                                                \
+            UNROLLED for (int r = 0; r + 4 <= NR; r += 4)                                      \
+                _mm_storeu_ps(sums + m * NR + r,                                               \
+                              reduce4(acc[m][r], acc[m][r + 1], acc[m][r + 2], acc[m][r + 3])); \
+            UNROLLED for (int r = NR - NR % 4; r < NR; r++)                                    \
+                sums[m * NR + r] =                                                             \
+                    _mm_cvtss_f32(reduce4(acc[m][r], acc[m][r], acc[m][r], acc[m][r]));        \
+        }                                                                                      \
     }
 
 typedef void (*block_fn)(const void *, const void *, int64_t, int64_t, float *, int);
