@@ -347,7 +347,7 @@ static inline __m512 uniform16(uint64_t seed, int64_t i) {
  * nucleus: it does when the tokens likelier than it hold less than top_p of the mass (a draw
  * from the whole distribution that lands there is a draw from the nucleus); else -1. -2 where
  * the kernel did not compile in. */
-int64_t tunesmith_gumbel_pick(const float *logits, int64_t V, uint64_t seed, float top_p) {
+static int64_t gumbel_pick(const float *logits, int64_t V, uint64_t seed, float top_p) {
 #if SIMD
     __m512 best = _mm512_set1_ps(-INFINITY), top = _mm512_set1_ps(-INFINITY);
     __m512i best_at = _mm512_setzero_si512();
@@ -392,11 +392,11 @@ int64_t tunesmith_gumbel_pick(const float *logits, int64_t V, uint64_t seed, flo
 #endif
 }
 
-/* tunesmith_gumbel_pick for B rows at once (row b at logits + b * stride, with seeds[b]), the
+/* gumbel_pick for B rows at once (row b at logits + b * stride, with seeds[b]), the
  * rows shared among the threads: picks[b] as that function returns it. */
 void tunesmith_gumbel_picks(const float *logits, int64_t B, int64_t V, int64_t stride,
                             const uint64_t *seeds, float top_p, int64_t *picks, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t b = 0; b < B; b++)
-        picks[b] = tunesmith_gumbel_pick(logits + b * stride, V, seeds[b], top_p);
+        picks[b] = gumbel_pick(logits + b * stride, V, seeds[b], top_p);
 }

@@ -147,7 +147,7 @@ class Dropout(nn.Dropout):
 
 
 def takes_sample(logits: torch.Tensor) -> bool:
-    """Whether gumbel_pick takes these logits: float32 on the CPU, the library built."""
+    """Whether gumbel_picks takes these logits: float32 on the CPU, the library built."""
     return _takes(logits)
 
 

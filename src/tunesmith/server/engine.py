@@ -84,13 +84,13 @@ class DecodeBatch:
     Row i of the batch lives in slot i of the cache and of every per-row tensor below (their
     first dimension is the slot count); rows [0, len(self)) are in use."""
 
-    def __init__(self, model: GPT2, eos_id: int, slots: int = 1):
+    def __init__(self, model: GPT2, eos_id: int, initial_slots: int = 1):
         self.model, self.eos_id = model, eos_id
         self.vocab = model.config.vocab_size
         # The cache's first allocation holds this many rows: a batch growing one joiner at a
-        # time to `slots` then never reallocates and copies its cache (33 ms at 8 -> 16 rows
-        # of GPT-2 124M), however its rows come and go.
-        self.slots = slots
+        # time to `initial_slots` then never reallocates and copies its cache (33 ms at 8 -> 16
+        # rows of GPT-2 124M), however its rows come and go.
+        self.initial_slots = initial_slots
         self._reset()
 
     def _reset(self) -> None:
@@ -340,7 +340,7 @@ class DecodeBatch:
         if self.cache is None:
             config, model = self.model.config, self.model
             width = min(columns + MIN_COLUMNS, config.n_positions)
-            slots = max(rows, self.slots)
+            slots = max(rows, self.initial_slots)
             self.cache = SlotCache(config, slots, width, model.device, model.dtype)
         self.cache.reserve(rows, columns)
         slots, width = self.cache.slots, self.cache.max_len
